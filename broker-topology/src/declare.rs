@@ -1,0 +1,447 @@
+//! The topology as data: what chit declares, applied idempotently, and
+//! compared with what a broker already has.
+//!
+//! Declarations are plain values so they can be replayed after a reconnect and
+//! printed by `chit topology show`.
+
+use crate::error::{Error, ErrorKind};
+use crate::names;
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{Channel, Connection, ExchangeKind};
+
+/// Default `x-delivery-limit`: deliveries of one message before the broker
+/// dead-letters it, which stops a task that kills its worker every time.
+pub const DEFAULT_DELIVERY_LIMIT: u32 = 5;
+
+/// How long the cancellation stream keeps records; a worker that starts later
+/// than this after a cancellation will not learn of it.
+pub const CANCEL_RETENTION: &str = "1D";
+
+/// A task type, and the queue settings that go with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capability {
+    /// Task type, e.g. `command.execute`.
+    pub name: String,
+    /// Quorum queue `x-delivery-limit`.
+    pub delivery_limit: u32,
+}
+
+impl Capability {
+    /// A capability with default queue settings, after checking its name.
+    pub fn new(name: impl Into<String>) -> Result<Self, Error> {
+        let name = name.into();
+        names::validate_capability(&name)?;
+        Ok(Capability {
+            name,
+            delivery_limit: DEFAULT_DELIVERY_LIMIT,
+        })
+    }
+}
+
+/// An exchange to declare.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExchangeDecl {
+    /// Name.
+    pub name: String,
+    /// Exchange type.
+    pub kind: ExchangeKind,
+}
+
+/// A queue to declare.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueDecl {
+    /// Name.
+    pub name: String,
+    /// `x-*` arguments.
+    pub arguments: FieldTable,
+}
+
+/// A binding of a queue to an exchange.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BindingDecl {
+    /// Queue.
+    pub queue: String,
+    /// Exchange.
+    pub exchange: String,
+    /// Binding key.
+    pub routing_key: String,
+}
+
+/// Everything chit declares for a set of capabilities.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Topology {
+    /// Exchanges, declared first.
+    pub exchanges: Vec<ExchangeDecl>,
+    /// Queues.
+    pub queues: Vec<QueueDecl>,
+    /// Bindings, declared last.
+    pub bindings: Vec<BindingDecl>,
+}
+
+fn args(pairs: &[(&str, AMQPValue)]) -> FieldTable {
+    let mut t = FieldTable::default();
+    for (k, v) in pairs {
+        t.insert((*k).into(), v.clone());
+    }
+    t
+}
+
+fn text(s: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(s))
+}
+
+/// Arguments of a quorum queue that dead-letters into `dlx`, at least once.
+fn quorum_dead_lettering(dlx: &str, routing_key: Option<&str>) -> Vec<(&'static str, AMQPValue)> {
+    let mut v = vec![
+        ("x-queue-type", text("quorum")),
+        ("x-dead-letter-exchange", text(dlx)),
+        // At-least-once dead-lettering needs reject-publish overflow (RabbitMQ 3.10+).
+        ("x-dead-letter-strategy", text("at-least-once")),
+        ("x-overflow", text("reject-publish")),
+    ];
+    if let Some(rk) = routing_key {
+        v.push(("x-dead-letter-routing-key", text(rk)));
+    }
+    v
+}
+
+impl Topology {
+    /// The shared part: task, receipt and control exchanges, the sink queue and
+    /// the cancellation stream.
+    pub fn core() -> Self {
+        let mut t = Topology::default();
+        t.exchanges.push(ExchangeDecl {
+            name: names::TASK_EXCHANGE.into(),
+            kind: ExchangeKind::Direct,
+        });
+        t.exchanges.push(ExchangeDecl {
+            name: names::RECEIPT_EXCHANGE.into(),
+            kind: ExchangeKind::Topic,
+        });
+        t.exchanges.push(ExchangeDecl {
+            name: names::CONTROL_EXCHANGE.into(),
+            kind: ExchangeKind::Fanout,
+        });
+        t.queues.push(QueueDecl {
+            name: names::SINK_QUEUE.into(),
+            arguments: args(&[("x-queue-type", text("quorum"))]),
+        });
+        t.queues.push(QueueDecl {
+            name: names::CANCEL_STREAM.into(),
+            arguments: args(&[
+                ("x-queue-type", text("stream")),
+                ("x-max-age", text(CANCEL_RETENTION)),
+                ("x-stream-max-segment-size-bytes", AMQPValue::LongLongInt(1_000_000)),
+            ]),
+        });
+        t.bindings.push(BindingDecl {
+            queue: names::SINK_QUEUE.into(),
+            exchange: names::RECEIPT_EXCHANGE.into(),
+            routing_key: "#".into(),
+        });
+        t.bindings.push(BindingDecl {
+            queue: names::CANCEL_STREAM.into(),
+            exchange: names::CONTROL_EXCHANGE.into(),
+            routing_key: String::new(),
+        });
+        t
+    }
+
+    /// The core plus each capability's task queue and dead-letter exchange and queue.
+    pub fn for_capabilities(capabilities: &[Capability]) -> Self {
+        let mut t = Topology::core();
+        for cap in capabilities {
+            t.add_capability(cap);
+        }
+        t
+    }
+
+    /// Adds one capability's declarations.
+    pub fn add_capability(&mut self, cap: &Capability) {
+        let dlx = names::dead_letter_exchange(&cap.name);
+        let mut task_args = quorum_dead_lettering(&dlx, None);
+        task_args.push(("x-delivery-limit", AMQPValue::LongLongInt(cap.delivery_limit as i64)));
+        self.exchanges.push(ExchangeDecl {
+            name: dlx.clone(),
+            kind: ExchangeKind::Fanout,
+        });
+        self.queues.push(QueueDecl {
+            name: names::task_queue(&cap.name),
+            arguments: args(&task_args),
+        });
+        self.queues.push(QueueDecl {
+            name: names::dead_letter_queue(&cap.name),
+            arguments: args(&[("x-queue-type", text("quorum"))]),
+        });
+        self.bindings.push(BindingDecl {
+            queue: names::task_queue(&cap.name),
+            exchange: names::TASK_EXCHANGE.into(),
+            routing_key: cap.name.clone(),
+        });
+        self.bindings.push(BindingDecl {
+            queue: names::dead_letter_queue(&cap.name),
+            exchange: dlx,
+            routing_key: String::new(),
+        });
+    }
+
+    /// The delay queue for one capability and delay: messages wait `delay_ms`,
+    /// then dead-letter back to the task exchange under the capability's routing
+    /// key. Unused delay queues expire a minute after their delay.
+    pub fn delay_queue(capability: &str, delay_ms: u64) -> QueueDecl {
+        let mut a = quorum_dead_lettering(names::TASK_EXCHANGE, Some(capability));
+        a.push(("x-message-ttl", AMQPValue::LongLongInt(delay_ms as i64)));
+        a.push((
+            "x-expires",
+            AMQPValue::LongLongInt(delay_ms.saturating_mul(2).saturating_add(60_000) as i64),
+        ));
+        QueueDecl {
+            name: names::delay_queue(capability, delay_ms),
+            arguments: args(&a),
+        }
+    }
+
+    /// Declares everything on a fresh channel of `conn`. Idempotent. A queue or
+    /// exchange that exists with other arguments fails with
+    /// [`ErrorKind::Inequivalent`], naming it and the argument.
+    pub async fn apply(&self, conn: &Connection) -> Result<(), Error> {
+        let channel = conn
+            .create_channel()
+            .await
+            .map_err(|e| Error::from_lapin("opening a channel", e))?;
+        for x in &self.exchanges {
+            declare_exchange(&channel, x, false).await?;
+        }
+        for q in &self.queues {
+            declare_queue(&channel, q, false).await?;
+        }
+        for b in &self.bindings {
+            channel
+                .queue_bind(
+                    b.queue.as_str().into(),
+                    b.exchange.as_str().into(),
+                    b.routing_key.as_str().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(|e| {
+                    Error::from_lapin(&format!("binding queue {} to {}", b.queue, b.exchange), e)
+                })?;
+        }
+        let _ = channel.close(200, "topology applied".into()).await;
+        Ok(())
+    }
+
+    /// Compares the broker with this topology without changing anything that
+    /// exists. Missing entities are reported, not created.
+    pub async fn inspect(&self, conn: &Connection) -> Result<TopologyReport, Error> {
+        let mut entries = Vec::new();
+        for x in &self.exchanges {
+            let state = probe(conn, |ch| {
+                let x = x.clone();
+                async move {
+                    declare_exchange(&ch, &x, true).await?;
+                    declare_exchange(&ch, &x, false).await?;
+                    Ok(None)
+                }
+            })
+            .await?;
+            entries.push(EntityReport {
+                entity: "exchange",
+                name: x.name.clone(),
+                state,
+            });
+        }
+        for q in &self.queues {
+            let state = probe(conn, |ch| {
+                let q = q.clone();
+                async move {
+                    declare_queue(&ch, &q, true).await?;
+                    let queue = declare_queue(&ch, &q, false).await?;
+                    Ok(Some((queue.message_count(), queue.consumer_count())))
+                }
+            })
+            .await?;
+            entries.push(EntityReport {
+                entity: "queue",
+                name: q.name.clone(),
+                state,
+            });
+        }
+        Ok(TopologyReport { entries })
+    }
+}
+
+/// Runs one check on its own channel, since a failed declare closes it.
+async fn probe<F, Fut>(conn: &Connection, check: F) -> Result<EntityState, Error>
+where
+    F: FnOnce(Channel) -> Fut,
+    Fut: std::future::Future<Output = Result<Option<(u32, u32)>, Error>>,
+{
+    let channel = conn
+        .create_channel()
+        .await
+        .map_err(|e| Error::from_lapin("opening a channel", e))?;
+    let result = check(channel.clone()).await;
+    let _ = channel.close(200, "probe done".into()).await;
+    match result {
+        Ok(Some((messages, consumers))) => Ok(EntityState::Present {
+            messages: Some(messages),
+            consumers: Some(consumers),
+        }),
+        Ok(None) => Ok(EntityState::Present {
+            messages: None,
+            consumers: None,
+        }),
+        Err(e) => match e.kind() {
+            ErrorKind::Inequivalent { detail, .. } => Ok(EntityState::Differs(detail.clone())),
+            ErrorKind::Broker if e.to_string().contains("NOT_FOUND") => Ok(EntityState::Missing),
+            _ => Err(e),
+        },
+    }
+}
+
+async fn declare_exchange(channel: &Channel, x: &ExchangeDecl, passive: bool) -> Result<(), Error> {
+    channel
+        .exchange_declare(
+            x.name.as_str().into(),
+            x.kind.clone(),
+            ExchangeDeclareOptions {
+                durable: true,
+                passive,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| declare_error("exchange", &x.name, e))
+}
+
+async fn declare_queue(
+    channel: &Channel,
+    q: &QueueDecl,
+    passive: bool,
+) -> Result<lapin::Queue, Error> {
+    channel
+        .queue_declare(
+            q.name.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                passive,
+                ..QueueDeclareOptions::default()
+            },
+            if passive {
+                FieldTable::default()
+            } else {
+                q.arguments.clone()
+            },
+        )
+        .await
+        .map_err(|e| declare_error("queue", &q.name, e))
+}
+
+/// Turns a PRECONDITION_FAILED into an error that names the entity and argument.
+fn declare_error(entity: &'static str, name: &str, err: lapin::Error) -> Error {
+    if let lapin::ErrorKind::ProtocolError(amqp) = err.kind() {
+        let text = amqp.get_message().as_str();
+        if text.contains("PRECONDITION_FAILED") {
+            let argument = text
+                .split("inequivalent arg '")
+                .nth(1)
+                .and_then(|rest| rest.split('\'').next())
+                .unwrap_or("unknown")
+                .to_owned();
+            let detail = text.trim_start_matches("PRECONDITION_FAILED - ").to_owned();
+            return Error::new(
+                ErrorKind::Inequivalent {
+                    entity,
+                    name: name.to_owned(),
+                    argument: argument.clone(),
+                    detail: detail.clone(),
+                },
+                format!(
+                    "{entity} {name} already exists with a different {argument} than chit \
+                     declares ({detail}); delete it or change it with a policy, then apply again"
+                ),
+            );
+        }
+    }
+    Error::from_lapin(&format!("declaring {entity} {name}"), err)
+}
+
+/// The state of one exchange or queue on the broker.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EntityState {
+    /// Exists as chit declares it.
+    Present {
+        /// Ready messages (queues only).
+        messages: Option<u32>,
+        /// Consumers (queues only).
+        consumers: Option<u32>,
+    },
+    /// Does not exist.
+    Missing,
+    /// Exists with other arguments; the broker's explanation.
+    Differs(String),
+}
+
+/// One line of `chit topology show`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntityReport {
+    /// `exchange` or `queue`.
+    pub entity: &'static str,
+    /// Name.
+    pub name: String,
+    /// What the broker has.
+    pub state: EntityState,
+}
+
+/// What the broker has, compared with what chit expects.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopologyReport {
+    /// One entry per exchange and queue.
+    pub entries: Vec<EntityReport>,
+}
+
+impl TopologyReport {
+    /// True when everything exists as declared.
+    pub fn is_in_sync(&self) -> bool {
+        self.entries
+            .iter()
+            .all(|e| matches!(e.state, EntityState::Present { .. }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_capability_gets_queue_dead_letters_and_binding() {
+        let t = Topology::for_capabilities(&[Capability::new("command.execute").unwrap()]);
+        let q = t
+            .queues
+            .iter()
+            .find(|q| q.name == "chit.task.command.execute")
+            .unwrap();
+        let a = q.arguments.inner();
+        assert_eq!(a.get("x-queue-type"), Some(&text("quorum")));
+        assert_eq!(a.get("x-dead-letter-exchange"), Some(&text("chit.dead.command.execute")));
+        assert_eq!(a.get("x-delivery-limit"), Some(&AMQPValue::LongLongInt(5)));
+        assert!(t.bindings.iter().any(|b| b.queue == q.name
+            && b.exchange == names::TASK_EXCHANGE
+            && b.routing_key == "command.execute"));
+        assert!(t.queues.iter().any(|q| q.name == "chit.dead.command.execute"));
+    }
+
+    #[test]
+    fn delay_queues_return_to_the_task_exchange() {
+        let q = Topology::delay_queue("x", 2000);
+        let a = q.arguments.inner();
+        assert_eq!(a.get("x-message-ttl"), Some(&AMQPValue::LongLongInt(2000)));
+        assert_eq!(a.get("x-dead-letter-exchange"), Some(&text(names::TASK_EXCHANGE)));
+        assert_eq!(a.get("x-dead-letter-routing-key"), Some(&text("x")));
+    }
+}

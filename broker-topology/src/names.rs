@@ -1,0 +1,89 @@
+//! Every exchange and queue name chit uses, in one place.
+//!
+//! A capability (task type such as `command.execute`) maps to its own task
+//! queue, dead-letter exchange and queue, and retry delay queues. Nothing else
+//! in chit spells these strings.
+
+use crate::error::{Error, ErrorKind};
+
+/// Durable direct exchange that routes a task to its capability's queue by task type.
+pub const TASK_EXCHANGE: &str = "chit.tasks";
+/// Durable topic exchange every receipt batch is published to.
+pub const RECEIPT_EXCHANGE: &str = "chit.receipts";
+/// Quorum queue, bound to [`RECEIPT_EXCHANGE`] with `#`, that the receipts-sink consumes.
+pub const SINK_QUEUE: &str = "chit.receipts.sink";
+/// Fanout exchange on which cancellations are broadcast.
+pub const CONTROL_EXCHANGE: &str = "chit.control";
+/// Stream bound to [`CONTROL_EXCHANGE`]: workers read it from a point in the
+/// past, so a worker that starts late still learns of recent cancellations.
+pub const CANCEL_STREAM: &str = "chit.cancellations";
+
+/// Routing key prefix of receipt batches; the source (`producer`, `worker`, ...) follows.
+pub const RECEIPT_ROUTING_PREFIX: &str = "receipt.";
+
+/// Longest capability name chit accepts: queue names are limited to 255 bytes
+/// and the longest derived name adds about 40.
+pub const MAX_CAPABILITY_LEN: usize = 200;
+
+/// Checks that `name` can be used as a capability: a routing key and a part of queue names.
+pub fn validate_capability(name: &str) -> Result<(), Error> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if name.is_empty() || name.len() > MAX_CAPABILITY_LEN || !name.chars().all(ok_char) {
+        return Err(Error::new(
+            ErrorKind::BadCapability(name.to_owned()),
+            format!(
+                "task type {name:?} is not a valid capability: use 1 to {MAX_CAPABILITY_LEN} \
+                 characters from A-Z a-z 0-9 . _ -"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The quorum queue that holds the tasks of one capability.
+pub fn task_queue(capability: &str) -> String {
+    format!("chit.task.{capability}")
+}
+
+/// The fanout exchange a capability's task queue dead-letters into.
+pub fn dead_letter_exchange(capability: &str) -> String {
+    format!("chit.dead.{capability}")
+}
+
+/// The queue that keeps a capability's dead-lettered tasks.
+pub fn dead_letter_queue(capability: &str) -> String {
+    format!("chit.dead.{capability}")
+}
+
+/// The delay queue holding a capability's retries for `delay_ms` before they
+/// dead-letter back into [`TASK_EXCHANGE`].
+pub fn delay_queue(capability: &str, delay_ms: u64) -> String {
+    format!("chit.delay.{capability}.{delay_ms}")
+}
+
+/// The routing key a receipt batch from `source` is published with.
+pub fn receipt_routing_key(source: &str) -> String {
+    format!("{RECEIPT_ROUTING_PREFIX}{source}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capability_names_are_checked() {
+        assert!(validate_capability("command.execute").is_ok());
+        assert!(validate_capability("a-b_c.9").is_ok());
+        for bad in ["", "has space", "x/y", "é", &"a".repeat(MAX_CAPABILITY_LEN + 1)] {
+            let err = validate_capability(bad).unwrap_err();
+            assert!(matches!(err.kind(), ErrorKind::BadCapability(n) if n == bad));
+        }
+    }
+
+    #[test]
+    fn derived_names_fit_amqp_limits() {
+        let longest = "a".repeat(MAX_CAPABILITY_LEN);
+        assert!(delay_queue(&longest, u64::MAX).len() <= 255);
+        assert!(dead_letter_queue(&longest).len() <= 255);
+    }
+}
