@@ -11,6 +11,7 @@
 //! - [`codec`]: JSON and MessagePack bodies, chosen by content type.
 //! - [`connect`]: the one way chit opens a broker connection (heartbeats, names,
 //!   reconnect backoff).
+//! - [`link`]: [`BrokerLink`], the one owner of a component's connection.
 //! - [`retry`]: backoff policy and the delay tiers used by retry queues.
 //!
 //! The wire format is written up for humans in `docs/protocol.md`; this crate is
@@ -21,6 +22,7 @@ pub mod codec;
 pub mod connect;
 pub mod declare;
 pub mod envelope;
+pub mod link;
 mod error;
 pub mod names;
 pub mod receipt;
@@ -30,5 +32,6 @@ pub use codec::ContentType;
 pub use connect::{Backoff, connect};
 pub use declare::{Capability, Topology, TopologyReport};
 pub use envelope::TaskEnvelope;
+pub use link::{BrokerLink, LinkState, Session};
 pub use error::{Error, ErrorKind};
 pub use receipt::{Artifact, Receipt, ReceiptType};

@@ -1,0 +1,242 @@
+//! [`ReceiptPublisher`]: receipts go out in batches, and each caller learns
+//! when its own receipts are confirmed.
+//!
+//! A batch closes when it holds `max_receipts`, or `linger` after its first
+//! receipt, whichever comes first; up to `max_in_flight` batches await their
+//! confirms at once. Under load a batch carries hundreds of receipts, so a task
+//! costs a small fraction of a broker message in receipts; at low load a
+//! receipt waits at most `linger`. A batch whose publish fails is sent again
+//! on the next connection: receipts are keyed by id, so a repeat is harmless.
+
+use crate::error::{PublishError, PublishErrorKind};
+use broker_topology::{BrokerLink, ContentType, Receipt, names};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use lapin::options::BasicPublishOptions;
+use lapin::{BasicProperties, Confirmation};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// How receipts are batched.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchConfig {
+    /// Receipts per AMQP message at most.
+    pub max_receipts: usize,
+    /// Longest wait for more receipts before a batch is sent.
+    pub linger: Duration,
+    /// Batches awaiting confirms at once.
+    pub max_in_flight: usize,
+    /// Receipts queued inside the publisher before `submit` waits (backpressure).
+    pub capacity: usize,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            max_receipts: 500,
+            linger: Duration::from_millis(2),
+            max_in_flight: 8,
+            capacity: 4096,
+        }
+    }
+}
+
+struct Submission {
+    receipts: Vec<Receipt>,
+    confirmed: Option<oneshot::Sender<()>>,
+}
+
+struct Batch {
+    body: Vec<u8>,
+    count: usize,
+    waiters: Vec<oneshot::Sender<()>>,
+}
+
+/// Publishes receipts in confirmed batches. Clone it freely; the background
+/// task ends, after sending everything it holds, when the last clone is dropped.
+#[derive(Clone)]
+pub struct ReceiptPublisher {
+    tx: mpsc::Sender<Submission>,
+}
+
+/// Resolves when the receipts of one submission are confirmed by the broker.
+pub struct Confirmed(oneshot::Receiver<()>);
+
+impl Future for Confirmed {
+    type Output = Result<(), PublishError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx).map(|r| {
+            r.map_err(|_| {
+                PublishError::new(
+                    PublishErrorKind::ReceiptNotConfirmed,
+                    "the receipt publisher stopped before the broker confirmed",
+                )
+            })
+        })
+    }
+}
+
+impl ReceiptPublisher {
+    /// Starts the publisher on `link`; `source` (`worker`, `producer`, ...) goes
+    /// into the routing key.
+    pub fn spawn(link: Arc<BrokerLink>, source: &str, config: BatchConfig) -> (Self, JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(config.capacity.max(1));
+        let routing_key = names::receipt_routing_key(source);
+        let handle = tokio::spawn(run(link, rx, routing_key, config));
+        (ReceiptPublisher { tx }, handle)
+    }
+
+    /// Queues one receipt; no confirm is awaited.
+    pub async fn emit(&self, receipt: Receipt) {
+        let _ = self
+            .tx
+            .send(Submission {
+                receipts: vec![receipt],
+                confirmed: None,
+            })
+            .await;
+    }
+
+    /// Queues receipts and returns a future that resolves on their confirm.
+    pub async fn submit(&self, receipts: Vec<Receipt>) -> Confirmed {
+        let (tx, rx) = oneshot::channel();
+        let _ = self
+            .tx
+            .send(Submission {
+                receipts,
+                confirmed: Some(tx),
+            })
+            .await;
+        Confirmed(rx)
+    }
+}
+
+type InFlight = Pin<Box<dyn Future<Output = (Batch, u64, Result<Confirmation, lapin::Error>)> + Send>>;
+
+async fn run(link: Arc<BrokerLink>, mut rx: mpsc::Receiver<Submission>, routing_key: String, config: BatchConfig) {
+    let mut pending: Vec<Receipt> = Vec::with_capacity(config.max_receipts);
+    let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
+    let mut linger_until: Option<Instant> = None;
+    let mut sealed: VecDeque<Batch> = VecDeque::new();
+    let mut in_flight: FuturesUnordered<InFlight> = FuturesUnordered::new();
+    let mut closed = false;
+    let props = BasicProperties::default()
+        .with_content_type(ContentType::Json.as_str().into())
+        .with_delivery_mode(2);
+
+    loop {
+        let now = Instant::now();
+        if !pending.is_empty()
+            && (pending.len() >= config.max_receipts || closed || linger_until.is_some_and(|t| t <= now))
+        {
+            sealed.push_back(seal(&mut pending, &mut waiters));
+            linger_until = None;
+        }
+        if closed && pending.is_empty() && sealed.is_empty() && in_flight.is_empty() {
+            return;
+        }
+        if !sealed.is_empty() && in_flight.len() < config.max_in_flight {
+            match link.session().await {
+                Ok(session) => {
+                    while in_flight.len() < config.max_in_flight {
+                        let Some(batch) = sealed.pop_front() else { break };
+                        let publish = session
+                            .publisher
+                            .basic_publish(
+                                names::RECEIPT_EXCHANGE.into(),
+                                routing_key.as_str().into(),
+                                BasicPublishOptions::default(),
+                                &batch.body,
+                                props.clone(),
+                            )
+                            .await;
+                        match publish {
+                            Ok(confirm) => {
+                                let generation = session.generation;
+                                in_flight.push(Box::pin(async move { (batch, generation, confirm.await) }));
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, receipts = batch.count, "receipt publish failed; will resend");
+                                sealed.push_front(batch);
+                                link.invalidate(session.generation).await;
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    // Only a permanent error (bad URL, access refused) gets here.
+                    tracing::error!(error = %e, "receipt publisher cannot reach the broker; dropping nothing, retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+        let can_take = !closed && pending.len() < config.max_receipts;
+        tokio::select! {
+            Some((batch, generation, result)) = in_flight.next(), if !in_flight.is_empty() => {
+                match result {
+                    Ok(Confirmation::Ack(_)) | Ok(Confirmation::NotRequested) => {
+                        for w in batch.waiters { let _ = w.send(()); }
+                    }
+                    Ok(Confirmation::Nack(_)) => {
+                        tracing::warn!(receipts = batch.count, "broker nacked a receipt batch; resending");
+                        sealed.push_back(batch);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, receipts = batch.count, "receipt batch unconfirmed; resending");
+                        sealed.push_front(batch);
+                        link.invalidate(generation).await;
+                    }
+                }
+            }
+            msg = rx.recv(), if can_take => match msg {
+                Some(sub) => {
+                    if pending.is_empty() {
+                        linger_until = Some(Instant::now() + config.linger);
+                    }
+                    pending.extend(sub.receipts);
+                    if let Some(w) = sub.confirmed { waiters.push(w); }
+                    // Take whatever else is already waiting without a wakeup each.
+                    while pending.len() < config.max_receipts {
+                        match rx.try_recv() {
+                            Ok(sub) => {
+                                pending.extend(sub.receipts);
+                                if let Some(w) = sub.confirmed { waiters.push(w); }
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                }
+                None => closed = true,
+            },
+            _ = sleep_until_opt(linger_until), if linger_until.is_some() => {}
+        }
+    }
+}
+
+async fn sleep_until_opt(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn seal(pending: &mut Vec<Receipt>, waiters: &mut Vec<oneshot::Sender<()>>) -> Batch {
+    let body = ContentType::Json
+        .encode(pending.as_slice())
+        .expect("receipts always serialise to JSON");
+    let count = pending.len();
+    pending.clear();
+    Batch {
+        body,
+        count,
+        waiters: std::mem::take(waiters),
+    }
+}
