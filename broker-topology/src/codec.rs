@@ -29,7 +29,12 @@ impl ContentType {
         let Some(raw) = content_type else {
             return Ok(ContentType::Json);
         };
-        let essence = raw.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let essence = raw
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         match essence.as_str() {
             "" | JSON | "text/json" => Ok(ContentType::Json),
             MSGPACK | "application/x-msgpack" | "application/vnd.msgpack" => {
@@ -37,9 +42,7 @@ impl ContentType {
             }
             _ => Err(Error::new(
                 ErrorKind::UnsupportedContentType(raw.to_owned()),
-                format!(
-                    "unsupported content type {raw:?}: chit reads {JSON} and {MSGPACK}"
-                ),
+                format!("unsupported content type {raw:?}: chit reads {JSON} and {MSGPACK}"),
             )),
         }
     }
@@ -97,10 +100,7 @@ pub struct BadReceipt {
 ///
 /// Entries that fail are returned separately, so one bad receipt does not
 /// take its batch down with it.
-pub fn decode_receipts(
-    body: &[u8],
-    content_type: ContentType,
-) -> (Vec<Receipt>, Vec<BadReceipt>) {
+pub fn decode_receipts(body: &[u8], content_type: ContentType) -> (Vec<Receipt>, Vec<BadReceipt>) {
     // Fast path: a well-formed batch decodes straight into receipts.
     if let Ok(batch) = content_type.decode::<Vec<Receipt>>(body) {
         let mut good = Vec::with_capacity(batch.len());

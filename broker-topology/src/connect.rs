@@ -101,7 +101,10 @@ mod tests {
 
     #[test]
     fn default_heartbeat_is_added_and_explicit_one_kept() {
-        assert_eq!(parse_url(DEFAULT_AMQP_URL).unwrap().query.heartbeat, Some(10));
+        assert_eq!(
+            parse_url(DEFAULT_AMQP_URL).unwrap().query.heartbeat,
+            Some(10)
+        );
         let u = parse_url("amqp://u:p@h:1/v?heartbeat=3").unwrap();
         assert_eq!(u.query.heartbeat, Some(3));
     }

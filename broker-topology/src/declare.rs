@@ -132,7 +132,10 @@ impl Topology {
             arguments: args(&[
                 ("x-queue-type", text("stream")),
                 ("x-max-age", text(CANCEL_RETENTION)),
-                ("x-stream-max-segment-size-bytes", AMQPValue::LongLongInt(1_000_000)),
+                (
+                    "x-stream-max-segment-size-bytes",
+                    AMQPValue::LongLongInt(1_000_000),
+                ),
             ]),
         });
         t.bindings.push(BindingDecl {
@@ -161,7 +164,10 @@ impl Topology {
     pub fn add_capability(&mut self, cap: &Capability) {
         let dlx = names::dead_letter_exchange(&cap.name);
         let mut task_args = quorum_dead_lettering(&dlx, None);
-        task_args.push(("x-delivery-limit", AMQPValue::LongLongInt(cap.delivery_limit as i64)));
+        task_args.push((
+            "x-delivery-limit",
+            AMQPValue::LongLongInt(cap.delivery_limit as i64),
+        ));
         self.exchanges.push(ExchangeDecl {
             name: dlx.clone(),
             kind: ExchangeKind::Fanout,
@@ -428,12 +434,19 @@ mod tests {
             .unwrap();
         let a = q.arguments.inner();
         assert_eq!(a.get("x-queue-type"), Some(&text("quorum")));
-        assert_eq!(a.get("x-dead-letter-exchange"), Some(&text("chit.dead.command.execute")));
+        assert_eq!(
+            a.get("x-dead-letter-exchange"),
+            Some(&text("chit.dead.command.execute"))
+        );
         assert_eq!(a.get("x-delivery-limit"), Some(&AMQPValue::LongLongInt(5)));
         assert!(t.bindings.iter().any(|b| b.queue == q.name
             && b.exchange == names::TASK_EXCHANGE
             && b.routing_key == "command.execute"));
-        assert!(t.queues.iter().any(|q| q.name == "chit.dead.command.execute"));
+        assert!(
+            t.queues
+                .iter()
+                .any(|q| q.name == "chit.dead.command.execute")
+        );
     }
 
     #[test]
@@ -441,7 +454,10 @@ mod tests {
         let q = Topology::delay_queue("x", 2000);
         let a = q.arguments.inner();
         assert_eq!(a.get("x-message-ttl"), Some(&AMQPValue::LongLongInt(2000)));
-        assert_eq!(a.get("x-dead-letter-exchange"), Some(&text(names::TASK_EXCHANGE)));
+        assert_eq!(
+            a.get("x-dead-letter-exchange"),
+            Some(&text(names::TASK_EXCHANGE))
+        );
         assert_eq!(a.get("x-dead-letter-routing-key"), Some(&text("x")));
     }
 }

@@ -173,10 +173,16 @@ impl TaskEnvelope {
     /// type, content type, timestamp and chit headers.
     pub fn to_properties(&self) -> BasicProperties {
         let mut headers = FieldTable::default();
-        headers.insert(H_ATTEMPT.into(), AMQPValue::LongLongInt(self.attempt as i64));
+        headers.insert(
+            H_ATTEMPT.into(),
+            AMQPValue::LongLongInt(self.attempt as i64),
+        );
         let mut put_str = |name: &str, v: &Option<String>| {
             if let Some(v) = v {
-                headers.insert(name.into(), AMQPValue::LongString(LongString::from(v.as_str())));
+                headers.insert(
+                    name.into(),
+                    AMQPValue::LongString(LongString::from(v.as_str())),
+                );
             }
         };
         put_str(H_PARENT_RECEIPT, &self.parent_receipt_id);
@@ -185,7 +191,10 @@ impl TaskEnvelope {
         put_str(H_TRACESTATE, &self.tracestate);
         let mut put_int = |name: &str, v: Option<u64>| {
             if let Some(v) = v {
-                headers.insert(name.into(), AMQPValue::LongLongInt(v.min(i64::MAX as u64) as i64));
+                headers.insert(
+                    name.into(),
+                    AMQPValue::LongLongInt(v.min(i64::MAX as u64) as i64),
+                );
             }
         };
         put_int(H_MAX_ATTEMPTS, self.max_attempts.map(u64::from));
@@ -278,7 +287,8 @@ mod tests {
 
     #[test]
     fn a_bare_message_gets_an_identity() {
-        let parsed = TaskEnvelope::from_delivery(&BasicProperties::default(), "command.execute", false);
+        let parsed =
+            TaskEnvelope::from_delivery(&BasicProperties::default(), "command.execute", false);
         assert!(parsed.problem.is_none());
         let env = parsed.envelope;
         assert!(env.task_id_assigned);

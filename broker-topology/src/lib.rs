@@ -9,6 +9,7 @@
 //! - [`envelope`]: how a task travels: AMQP properties and `x-chit-*` headers.
 //! - [`receipt`]: the receipt schema and the receipt batch that carries it.
 //! - [`codec`]: JSON and MessagePack bodies, chosen by content type.
+//! - [`control`]: cancel requests broadcast to workers.
 //! - [`connect`]: the one way chit opens a broker connection (heartbeats, names,
 //!   reconnect backoff).
 //! - [`link`]: [`BrokerLink`], the one owner of a component's connection.
@@ -20,10 +21,11 @@
 
 pub mod codec;
 pub mod connect;
+pub mod control;
 pub mod declare;
 pub mod envelope;
-pub mod link;
 mod error;
+pub mod link;
 pub mod names;
 pub mod receipt;
 pub mod retry;
@@ -32,6 +34,6 @@ pub use codec::ContentType;
 pub use connect::{Backoff, connect};
 pub use declare::{Capability, Topology, TopologyReport};
 pub use envelope::TaskEnvelope;
-pub use link::{BrokerLink, LinkState, Session};
 pub use error::{Error, ErrorKind};
+pub use link::{BrokerLink, LinkState, Session};
 pub use receipt::{Artifact, Receipt, ReceiptType};

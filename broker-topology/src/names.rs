@@ -74,7 +74,13 @@ mod tests {
     fn capability_names_are_checked() {
         assert!(validate_capability("command.execute").is_ok());
         assert!(validate_capability("a-b_c.9").is_ok());
-        for bad in ["", "has space", "x/y", "é", &"a".repeat(MAX_CAPABILITY_LEN + 1)] {
+        for bad in [
+            "",
+            "has space",
+            "x/y",
+            "é",
+            &"a".repeat(MAX_CAPABILITY_LEN + 1),
+        ] {
             let err = validate_capability(bad).unwrap_err();
             assert!(matches!(err.kind(), ErrorKind::BadCapability(n) if n == bad));
         }

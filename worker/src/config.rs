@@ -1,0 +1,119 @@
+//! Worker settings: which capabilities to serve, with which executor, and how
+//! to retry, time out and batch.
+
+use broker_topology::retry::RetryPolicy;
+use broker_topology::{Capability, declare::DEFAULT_DELIVERY_LIMIT};
+use producer::BatchConfig;
+use std::time::Duration;
+
+/// One capability (task type) the worker consumes.
+#[derive(Debug, Clone)]
+pub struct CapabilityConfig {
+    /// Task type, which names its queue.
+    pub name: String,
+    /// Executor that runs it; by default the executor named like the task type.
+    pub executor: String,
+    /// Attempts and backoff (per-task headers override).
+    pub retry: RetryPolicy,
+    /// Quorum queue `x-delivery-limit`; the worker dead-letters a delivery
+    /// that has been returned this many times without running it again.
+    pub delivery_limit: u32,
+    /// Default run-time limit (a task's `x-chit-timeout-ms` overrides).
+    pub timeout: Option<Duration>,
+}
+
+impl CapabilityConfig {
+    /// A capability run by the executor of the same name, with defaults.
+    pub fn new(name: impl Into<String>) -> Self {
+        let name = name.into();
+        CapabilityConfig {
+            executor: name.clone(),
+            name,
+            retry: RetryPolicy::default(),
+            delivery_limit: DEFAULT_DELIVERY_LIMIT,
+            timeout: None,
+        }
+    }
+
+    /// Parses `task-type` or `task-type=executor`.
+    pub fn parse(spec: &str) -> Self {
+        match spec.split_once('=') {
+            Some((name, executor)) => {
+                let mut c = CapabilityConfig::new(name.trim());
+                c.executor = executor.trim().to_owned();
+                c
+            }
+            None => CapabilityConfig::new(spec.trim()),
+        }
+    }
+
+    /// The queue-level view, for declaring the topology.
+    pub fn capability(&self) -> Capability {
+        Capability {
+            name: self.name.clone(),
+            delivery_limit: self.delivery_limit,
+        }
+    }
+}
+
+/// Everything a worker needs.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Broker URL.
+    pub amqp_url: String,
+    /// Name in receipts and in the broker's connection list.
+    pub worker_id: String,
+    /// Capabilities to consume.
+    pub capabilities: Vec<CapabilityConfig>,
+    /// Tasks run at once.
+    pub concurrency: usize,
+    /// Unacked deliveries the broker may push per capability queue.
+    pub prefetch: u16,
+    /// How long in-flight tasks may finish after SIGTERM.
+    pub drain_timeout: Duration,
+    /// Receipt batching.
+    pub receipts: BatchConfig,
+    /// Time between SIGTERM and SIGKILL when a command is stopped.
+    pub kill_grace: Duration,
+}
+
+impl WorkerConfig {
+    /// Defaults: concurrency 4, prefetch 8, drain 30 s.
+    pub fn new(amqp_url: impl Into<String>, capabilities: Vec<CapabilityConfig>) -> Self {
+        WorkerConfig {
+            amqp_url: amqp_url.into(),
+            worker_id: default_worker_id(),
+            capabilities,
+            concurrency: 4,
+            prefetch: 8,
+            drain_timeout: Duration::from_secs(30),
+            receipts: BatchConfig::default(),
+            kill_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// `hostname-pid`, unique enough to tell workers apart in a chain.
+pub fn default_worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "worker".into());
+    format!("{host}-{}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capability_spec_names_an_executor() {
+        let c = CapabilityConfig::parse("build=command.execute");
+        assert_eq!(c.name, "build");
+        assert_eq!(c.executor, "command.execute");
+        let c = CapabilityConfig::parse("noop");
+        assert_eq!(c.executor, "noop");
+    }
+}

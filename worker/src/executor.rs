@@ -1,0 +1,287 @@
+//! The executor trait: the one interface every kind of work plugs in behind.
+//!
+//! The worker owns the lease (the delivery), the receipts and the retries; an
+//! executor only turns a payload into an [`Outcome`] or an [`ExecError`], and
+//! says through the error's kind whether trying again could help.
+
+use async_trait::async_trait;
+use broker_topology::Artifact;
+use serde_json::Value;
+use std::fmt;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// What an executor knows about the task it runs.
+#[derive(Debug, Clone)]
+pub struct TaskContext {
+    /// Task id.
+    pub task_id: String,
+    /// Task type (capability).
+    pub task_type: String,
+    /// Attempt number, from 1.
+    pub attempt: u32,
+    /// The worker running it.
+    pub worker_id: String,
+    /// Run-time limit, when the task or its capability sets one. The worker
+    /// enforces it by cancelling with [`CancelReason::Timeout`]; an executor
+    /// may also use it to size its own timeouts.
+    pub timeout: Option<Duration>,
+    /// W3C `traceparent` of the task, to pass on to what the executor calls.
+    pub traceparent: Option<String>,
+}
+
+/// Why a running task is being stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelReason {
+    /// It ran past its time limit.
+    Timeout,
+    /// A user cancelled it; `force` asks for an immediate kill.
+    Cancelled {
+        /// Kill at once, without a grace period.
+        force: bool,
+    },
+    /// The worker is shutting down and its drain time ran out.
+    Shutdown,
+}
+
+/// A cancellation signal handed to [`Executor::execute`].
+#[derive(Debug, Clone)]
+pub struct Cancellation(watch::Receiver<Option<CancelReason>>);
+
+/// The sending side of a [`Cancellation`], kept by the worker.
+#[derive(Debug, Clone)]
+pub struct Canceller(watch::Sender<Option<CancelReason>>);
+
+/// A linked canceller and cancellation.
+pub fn cancellation() -> (Canceller, Cancellation) {
+    let (tx, rx) = watch::channel(None);
+    (Canceller(tx), Cancellation(rx))
+}
+
+impl Canceller {
+    /// Asks the task to stop. The first reason wins, except that a forced
+    /// cancel upgrades any earlier one.
+    pub fn cancel(&self, reason: CancelReason) {
+        self.0.send_if_modified(|cur| match cur {
+            None => {
+                *cur = Some(reason);
+                true
+            }
+            Some(_) if reason == (CancelReason::Cancelled { force: true }) => {
+                *cur = Some(reason);
+                true
+            }
+            _ => false,
+        });
+    }
+}
+
+impl Cancellation {
+    /// A cancellation that never fires.
+    pub fn never() -> Self {
+        let (tx, rx) = watch::channel(None);
+        std::mem::forget(tx);
+        Cancellation(rx)
+    }
+
+    /// The reason, if cancelled.
+    pub fn reason(&self) -> Option<CancelReason> {
+        *self.0.borrow()
+    }
+
+    /// Resolves when cancelled (again, for a later upgrade to forced).
+    pub async fn cancelled(&mut self) -> CancelReason {
+        loop {
+            if let Some(r) = *self.0.borrow_and_update() {
+                return r;
+            }
+            if self.0.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// Resolves on the next change after the current reason (e.g. forced).
+    pub async fn changed(&mut self) -> Option<CancelReason> {
+        if self.0.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        *self.0.borrow_and_update()
+    }
+}
+
+/// What a successful execution produced.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Outcome {
+    /// Goes into the `success` receipt's body.
+    pub body: Value,
+    /// Files or objects produced.
+    pub artifacts: Vec<Artifact>,
+}
+
+/// How an execution failed, which decides retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ExecErrorKind {
+    /// The payload is wrong; running it again cannot help. Dead-lettered at once.
+    InvalidPayload,
+    /// The work ran and failed (non-zero exit, error response). Retryable.
+    Failed,
+    /// The work could not start or reach what it needs (spawn error,
+    /// connection refused). Retryable.
+    Unavailable,
+    /// The work failed in a way that will not change on retry (program not
+    /// found, permission denied). Dead-lettered.
+    Permanent,
+    /// The time limit ran out. Retryable.
+    Timeout,
+    /// A user cancelled the task. Never retried.
+    Cancelled,
+    /// The worker stopped the task to shut down. The task goes back to its
+    /// queue without a final receipt.
+    Interrupted,
+}
+
+impl ExecErrorKind {
+    /// The `reason` written into failure receipts.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecErrorKind::InvalidPayload => "invalid_payload",
+            ExecErrorKind::Failed => "failed",
+            ExecErrorKind::Unavailable => "unavailable",
+            ExecErrorKind::Permanent => "permanent",
+            ExecErrorKind::Timeout => "timeout",
+            ExecErrorKind::Cancelled => "cancelled",
+            ExecErrorKind::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// A failed execution.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecError {
+    /// How it failed.
+    pub kind: ExecErrorKind,
+    /// One line for humans.
+    pub message: String,
+    /// Extra fields for the failure receipt's body (exit code, stderr tail, ...).
+    pub details: Value,
+    /// Artifacts produced before the failure.
+    pub artifacts: Vec<Artifact>,
+}
+
+impl ExecError {
+    /// An error of `kind` with a message.
+    pub fn new(kind: ExecErrorKind, message: impl Into<String>) -> Self {
+        ExecError {
+            kind,
+            message: message.into(),
+            details: Value::Null,
+            artifacts: Vec::new(),
+        }
+    }
+
+    /// A bad payload.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        ExecError::new(ExecErrorKind::InvalidPayload, message)
+    }
+
+    /// Adds receipt details.
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = details;
+        self
+    }
+
+    /// True when another attempt could succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self.kind,
+            ExecErrorKind::Failed | ExecErrorKind::Unavailable | ExecErrorKind::Timeout
+        )
+    }
+
+    /// The error for a cancellation reason.
+    pub fn from_cancel(reason: CancelReason) -> Self {
+        match reason {
+            CancelReason::Timeout => ExecError::new(ExecErrorKind::Timeout, "timed out"),
+            CancelReason::Cancelled { force } => ExecError::new(
+                ExecErrorKind::Cancelled,
+                if force {
+                    "cancelled (forced)"
+                } else {
+                    "cancelled"
+                },
+            ),
+            CancelReason::Shutdown => ExecError::new(
+                ExecErrorKind::Interrupted,
+                "worker shut down before the task finished",
+            ),
+        }
+    }
+}
+
+impl fmt::Display for ExecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind.as_str(), self.message)
+    }
+}
+
+impl std::error::Error for ExecError {}
+
+/// A kind of work the worker can run.
+///
+/// - [`validate`](Executor::validate) runs before `accepted` is final work:
+///   `Err` (always [`ExecErrorKind::InvalidPayload`]) sends the task straight
+///   to its dead-letter queue with a failure receipt.
+/// - [`execute`](Executor::execute) returns `Ok` for success and `Err` for a
+///   failure whose kind decides retry. It must return promptly once
+///   `cancel` fires, having stopped everything it started.
+/// - [`health_check`](Executor::health_check) says whether the executor can
+///   run work right now; the worker checks it at start.
+#[async_trait]
+pub trait Executor: Send + Sync + 'static {
+    /// The executor's name, e.g. `command.execute`.
+    fn name(&self) -> &str;
+
+    /// Checks a payload without running it.
+    fn validate(&self, payload: &Value) -> Result<(), ExecError>;
+
+    /// Runs a task.
+    async fn execute(
+        &self,
+        ctx: &TaskContext,
+        payload: Value,
+        cancel: Cancellation,
+    ) -> Result<Outcome, ExecError>;
+
+    /// Checks that the executor can run work.
+    async fn health_check(&self) -> Result<(), ExecError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_classification() {
+        assert!(ExecError::new(ExecErrorKind::Timeout, "").is_retryable());
+        assert!(ExecError::new(ExecErrorKind::Failed, "").is_retryable());
+        assert!(!ExecError::invalid("").is_retryable());
+        assert!(!ExecError::new(ExecErrorKind::Cancelled, "").is_retryable());
+        assert!(!ExecError::new(ExecErrorKind::Permanent, "").is_retryable());
+    }
+
+    #[tokio::test]
+    async fn forced_cancel_upgrades_a_graceful_one() {
+        let (tx, mut rx) = cancellation();
+        tx.cancel(CancelReason::Cancelled { force: false });
+        assert_eq!(
+            rx.cancelled().await,
+            CancelReason::Cancelled { force: false }
+        );
+        tx.cancel(CancelReason::Timeout);
+        assert_eq!(rx.reason(), Some(CancelReason::Cancelled { force: false }));
+        tx.cancel(CancelReason::Cancelled { force: true });
+        assert_eq!(rx.reason(), Some(CancelReason::Cancelled { force: true }));
+    }
+}

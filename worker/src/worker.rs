@@ -1,0 +1,114 @@
+//! [`run`]: a worker from configuration to clean exit.
+
+use crate::attempt::{Served, Shared};
+use crate::cancel::CancelBook;
+use crate::config::WorkerConfig;
+use crate::consumer::Loop;
+use crate::error::WorkerError;
+use crate::registry::Registry;
+use crate::shutdown::shutdown;
+use broker_topology::{BrokerLink, Topology, names};
+use producer::ReceiptPublisher;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// RabbitMQ's default `consumer_timeout` (30 minutes): a delivery held longer
+/// closes the channel and is redelivered.
+pub const BROKER_CONSUMER_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// Runs a worker until `stop` resolves, then drains and returns.
+pub async fn run(
+    config: WorkerConfig,
+    registry: Registry,
+    stop: impl Future<Output = ()>,
+) -> Result<(), WorkerError> {
+    if config.capabilities.is_empty() {
+        return Err(WorkerError::Config(
+            "no capability given (use --capability TASK_TYPE)".into(),
+        ));
+    }
+    if config.concurrency == 0 || config.prefetch == 0 {
+        return Err(WorkerError::Config(
+            "concurrency and prefetch must be at least 1".into(),
+        ));
+    }
+    let mut served = Vec::new();
+    for cap in &config.capabilities {
+        names::validate_capability(&cap.name)?;
+        let executor = registry.get(&cap.executor)?;
+        executor
+            .health_check()
+            .await
+            .map_err(|e| WorkerError::Unhealthy {
+                executor: cap.executor.clone(),
+                message: e.to_string(),
+            })?;
+        if let Some(t) = cap.timeout.filter(|t| *t > BROKER_CONSUMER_TIMEOUT) {
+            tracing::warn!(
+                task_type = %cap.name,
+                timeout_secs = t.as_secs(),
+                consumer_timeout_secs = BROKER_CONSUMER_TIMEOUT.as_secs(),
+                "task timeout exceeds RabbitMQ's default consumer_timeout: the broker will close the \
+                 channel and redeliver long tasks unless consumer_timeout is raised (see docs/operations.md)"
+            );
+        }
+        served.push(Arc::new(Served {
+            config: cap.clone(),
+            executor,
+        }));
+    }
+    let caps: Vec<_> = config.capabilities.iter().map(|c| c.capability()).collect();
+    let link = BrokerLink::new(
+        config.amqp_url.clone(),
+        format!("chit-worker {}", config.worker_id),
+        Topology::for_capabilities(&caps),
+    );
+    // Fail fast on a bad URL or refused credentials; a down broker is waited for.
+    if let Err(e) = link.session_until(Some(std::time::Instant::now())).await {
+        if !e.is_transient() {
+            return Err(e.into());
+        }
+        tracing::warn!(error = %e, "broker not reachable yet; will keep trying");
+    }
+    let (receipts, receipts_task) =
+        ReceiptPublisher::spawn(link.clone(), "worker", config.receipts);
+    let shared = Arc::new(Shared {
+        worker_id: config.worker_id.clone(),
+        link: link.clone(),
+        receipts,
+        cancels: CancelBook::default(),
+        delay_queues: Mutex::new(Default::default()),
+    });
+    tracing::info!(worker_id = %config.worker_id, concurrency = config.concurrency, "worker starting");
+    let (trigger, signal) = shutdown();
+    let listener = tokio::spawn(crate::control::listen(
+        link.clone(),
+        shared.cancels.clone(),
+        signal.clone(),
+    ));
+    let consumer = Loop {
+        shared,
+        served,
+        concurrency: config.concurrency,
+        prefetch: config.prefetch,
+        drain_timeout: config.drain_timeout,
+        kill_grace: config.kill_grace,
+    };
+    let mut work = tokio::spawn(consumer.run(signal));
+    tokio::select! {
+        _ = stop => {
+            tracing::info!("stop requested: no new tasks; draining");
+            trigger.fire();
+            let _ = (&mut work).await;
+        }
+        _ = &mut work => {}
+    }
+    trigger.fire();
+    let _ = listener.await;
+    // Every task has dropped its publisher handle; wait for the last receipts.
+    let _ = tokio::time::timeout(Duration::from_secs(10), receipts_task).await;
+    link.close().await;
+    tracing::info!("worker stopped");
+    Ok(())
+}
