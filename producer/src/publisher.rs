@@ -61,7 +61,8 @@ impl Producer {
     /// A producer on its own connection. Connects lazily, on first publish.
     pub fn new(config: ProducerConfig) -> Self {
         let link = BrokerLink::new(config.amqp_url.clone(), "chit-producer", Topology::core());
-        let (receipts, _task) = ReceiptPublisher::spawn(link.clone(), "producer", BatchConfig::default());
+        let (receipts, _task) =
+            ReceiptPublisher::spawn(link.clone(), "producer", BatchConfig::default());
         Producer {
             link,
             receipts,
@@ -112,7 +113,10 @@ impl Producer {
                 Err(e) => {
                     let err = PublishError::new(
                         PublishErrorKind::Unavailable,
-                        format!("no broker confirm within {:?}: {e}", self.config.publish_deadline),
+                        format!(
+                            "no broker confirm within {:?}: {e}",
+                            self.config.publish_deadline
+                        ),
                     );
                     for i in todo.drain(..) {
                         results[i] = Some(Err(err.clone()));
@@ -223,7 +227,10 @@ fn settle(
             )));
         }
         Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) => {
-            let queued_id = env.parent_receipt_id.clone().expect("set before publishing");
+            let queued_id = env
+                .parent_receipt_id
+                .clone()
+                .expect("set before publishing");
             let mut receipt = Receipt::new(
                 env.task_id.clone(),
                 env.task_type.clone(),

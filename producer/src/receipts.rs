@@ -71,7 +71,10 @@ pub struct Confirmed(oneshot::Receiver<()>);
 impl Future for Confirmed {
     type Output = Result<(), PublishError>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
         Pin::new(&mut self.0).poll(cx).map(|r| {
             r.map_err(|_| {
                 PublishError::new(
@@ -86,7 +89,11 @@ impl Future for Confirmed {
 impl ReceiptPublisher {
     /// Starts the publisher on `link`; `source` (`worker`, `producer`, ...) goes
     /// into the routing key.
-    pub fn spawn(link: Arc<BrokerLink>, source: &str, config: BatchConfig) -> (Self, JoinHandle<()>) {
+    pub fn spawn(
+        link: Arc<BrokerLink>,
+        source: &str,
+        config: BatchConfig,
+    ) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(config.capacity.max(1));
         let routing_key = names::receipt_routing_key(source);
         let handle = tokio::spawn(run(link, rx, routing_key, config));
@@ -118,9 +125,15 @@ impl ReceiptPublisher {
     }
 }
 
-type InFlight = Pin<Box<dyn Future<Output = (Batch, u64, Result<Confirmation, lapin::Error>)> + Send>>;
+type InFlight =
+    Pin<Box<dyn Future<Output = (Batch, u64, Result<Confirmation, lapin::Error>)> + Send>>;
 
-async fn run(link: Arc<BrokerLink>, mut rx: mpsc::Receiver<Submission>, routing_key: String, config: BatchConfig) {
+async fn run(
+    link: Arc<BrokerLink>,
+    mut rx: mpsc::Receiver<Submission>,
+    routing_key: String,
+    config: BatchConfig,
+) {
     let mut pending: Vec<Receipt> = Vec::with_capacity(config.max_receipts);
     let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
     let mut linger_until: Option<Instant> = None;
@@ -134,7 +147,9 @@ async fn run(link: Arc<BrokerLink>, mut rx: mpsc::Receiver<Submission>, routing_
     loop {
         let now = Instant::now();
         if !pending.is_empty()
-            && (pending.len() >= config.max_receipts || closed || linger_until.is_some_and(|t| t <= now))
+            && (pending.len() >= config.max_receipts
+                || closed
+                || linger_until.is_some_and(|t| t <= now))
         {
             sealed.push_back(seal(&mut pending, &mut waiters));
             linger_until = None;
@@ -146,7 +161,9 @@ async fn run(link: Arc<BrokerLink>, mut rx: mpsc::Receiver<Submission>, routing_
             match link.session().await {
                 Ok(session) => {
                     while in_flight.len() < config.max_in_flight {
-                        let Some(batch) = sealed.pop_front() else { break };
+                        let Some(batch) = sealed.pop_front() else {
+                            break;
+                        };
                         let publish = session
                             .publisher
                             .basic_publish(
@@ -160,7 +177,9 @@ async fn run(link: Arc<BrokerLink>, mut rx: mpsc::Receiver<Submission>, routing_
                         match publish {
                             Ok(confirm) => {
                                 let generation = session.generation;
-                                in_flight.push(Box::pin(async move { (batch, generation, confirm.await) }));
+                                in_flight.push(Box::pin(async move {
+                                    (batch, generation, confirm.await)
+                                }));
                             }
                             Err(e) => {
                                 tracing::warn!(error = %e, receipts = batch.count, "receipt publish failed; will resend");
