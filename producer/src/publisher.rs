@@ -70,6 +70,11 @@ impl Producer {
         }
     }
 
+    /// The settings.
+    pub fn config(&self) -> &ProducerConfig {
+        &self.config
+    }
+
     /// The connection owner, for health reporting.
     pub fn link(&self) -> &Arc<BrokerLink> {
         &self.link

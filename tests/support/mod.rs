@@ -64,7 +64,10 @@ impl Drop for Vhost {
 pub fn chit() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_chit"));
     c.env_remove("CHIT_AMQP_URL");
-    c.env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
+    c.env(
+        "RUST_LOG",
+        std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+    );
     c
 }
 
@@ -138,10 +141,17 @@ impl ReceiptTap {
     /// Declares the core topology and starts tapping. Call before publishing.
     pub async fn start(vhost: &Vhost) -> ReceiptTap {
         let conn = vhost.connect().await;
-        broker_topology::Topology::core().apply(&conn).await.expect("apply core topology");
+        broker_topology::Topology::core()
+            .apply(&conn)
+            .await
+            .expect("apply core topology");
         let ch = conn.create_channel().await.unwrap();
         let q = ch
-            .queue_declare("".into(), QueueDeclareOptions::exclusive(), FieldTable::default())
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions::exclusive(),
+                FieldTable::default(),
+            )
             .await
             .unwrap();
         ch.queue_bind(
@@ -154,7 +164,12 @@ impl ReceiptTap {
         .await
         .unwrap();
         let mut consumer = ch
-            .basic_consume(q.name().clone(), "tap".into(), BasicConsumeOptions::default(), FieldTable::default())
+            .basic_consume(
+                q.name().clone(),
+                "tap".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
             .await
             .unwrap();
         let receipts = Arc::new(Mutex::new(Vec::new()));
@@ -182,7 +197,10 @@ impl ReceiptTap {
     }
 
     pub fn for_task(&self, task_id: &str) -> Vec<Receipt> {
-        self.all().into_iter().filter(|r| r.task_id == task_id).collect()
+        self.all()
+            .into_iter()
+            .filter(|r| r.task_id == task_id)
+            .collect()
     }
 
     /// Waits until `pred` holds for the receipts of `task_id`, and returns them.
@@ -194,7 +212,8 @@ impl ReceiptTap {
     ) -> Vec<Receipt> {
         wait_for(&format!("receipts of task {task_id}"), timeout, || {
             let rs = self.for_task(task_id);
-            async move { if pred(&rs) { Some(rs) } else { None } }
+            let done = pred(&rs);
+            async move { if done { Some(rs) } else { None } }
         })
         .await
     }

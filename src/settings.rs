@@ -1,0 +1,106 @@
+//! Layered settings: flags override `CHIT_*` environment variables (clap does
+//! both), which override the config file, which overrides built-in defaults.
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// The config file (TOML). Every field is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub amqp_url: Option<String>,
+    #[serde(default)]
+    pub worker: WorkerFile,
+    #[serde(default)]
+    pub sink: SinkFile,
+    #[serde(default, rename = "capability")]
+    pub capabilities: Vec<CapabilityFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerFile {
+    pub concurrency: Option<usize>,
+    pub prefetch: Option<u16>,
+    pub worker_id: Option<String>,
+    pub drain_timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkFile {
+    pub store: Option<String>,
+    pub http: Option<String>,
+    pub api: Option<String>,
+}
+
+/// A capability's settings in the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapabilityFile {
+    pub name: String,
+    pub executor: Option<String>,
+    pub max_attempts: Option<u32>,
+    pub initial_backoff_ms: Option<u64>,
+    pub max_backoff_ms: Option<u64>,
+    pub delivery_limit: Option<u32>,
+    pub timeout_secs: Option<f64>,
+}
+
+impl FileConfig {
+    /// Reads `path`, or the default file when it exists, or nothing.
+    pub fn load(path: Option<&Path>) -> Result<FileConfig> {
+        let path = match path {
+            Some(p) => p.to_path_buf(),
+            None => {
+                let default = config_dir().join("chit.toml");
+                if !default.exists() {
+                    return Ok(FileConfig::default());
+                }
+                default
+            }
+        };
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+    }
+
+    /// The file's settings for a capability, if it has any.
+    pub fn capability(&self, name: &str) -> Option<&CapabilityFile> {
+        self.capabilities.iter().find(|c| c.name == name)
+    }
+}
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// `$XDG_CONFIG_HOME/chit` or `~/.config/chit`.
+pub fn config_dir() -> PathBuf {
+    std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home().join(".config"))
+        .join("chit")
+}
+
+/// `$CHIT_DATA_DIR`, else `$XDG_DATA_HOME/chit`, else `~/.local/share/chit`.
+pub fn data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("CHIT_DATA_DIR") {
+        return PathBuf::from(d);
+    }
+    std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home().join(".local/share"))
+        .join("chit")
+}
+
+/// The default receipt store: a SQLite file in the data directory.
+pub fn default_store_url() -> Result<String> {
+    let dir = data_dir();
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("creating data directory {}", dir.display()))?;
+    Ok(format!("sqlite://{}", dir.join("receipts.db").display()))
+}
