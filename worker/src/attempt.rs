@@ -79,7 +79,15 @@ pub(crate) async fn run(
             "task_id_assigned": env.task_id_assigned,
             "traceparent": env.traceparent,
         }));
-        shared.receipts.emit(accepted.clone()).await;
+        if env.redelivered || env.delivery_count > 0 {
+            // A redelivery may be a task that kills its worker: make sure its
+            // accepted receipt is on the broker before it runs again.
+            let _ = shared.receipts.submit(vec![accepted.clone()]).await.await;
+        } else {
+            // First deliveries don't wait: accepted usually shares a batch with
+            // the final receipt, which is what keeps a task near one message.
+            shared.receipts.emit(accepted.clone()).await;
+        }
         tracing::debug!("accepted");
 
         let outcome = execute(&shared, &served, &env, problem, &delivery.data).await;

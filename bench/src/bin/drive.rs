@@ -1,0 +1,234 @@
+//! Drives chit end to end: publishes noop tasks (at a fixed rate, or as fast
+//! as confirms allow), watches final receipts on the receipts exchange, and
+//! watches the sink's SQLite store until every success receipt is committed.
+//! A worker and a sink must be running. Prints one JSON line.
+
+use broker_topology::{ContentType, ReceiptType, Topology, codec, names};
+use chit_bench::percentile;
+use clap::Parser;
+use futures_util::StreamExt;
+use lapin::options::*;
+use lapin::types::FieldTable;
+use producer::{Producer, ProducerConfig, TaskSpec};
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long)]
+    amqp_url: String,
+    /// The sink's SQLite file.
+    #[arg(long)]
+    store: String,
+    #[arg(long, default_value = "noop")]
+    task_type: String,
+    #[arg(long, default_value_t = 20_000)]
+    tasks: usize,
+    /// Tasks per second; 0 publishes as fast as confirms allow.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// At saturation: tasks published but not finished, at most.
+    #[arg(long, default_value_t = 20_000)]
+    window: usize,
+    #[arg(long, default_value_t = 300)]
+    timeout_secs: u64,
+}
+
+#[derive(Default)]
+struct Seen {
+    published: HashMap<String, (Instant, SystemTime)>,
+    finals: HashMap<String, Instant>,
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+
+    // Tap on every receipt batch, through a queue of our own.
+    let conn = broker_topology::connect(&args.amqp_url, "chit-bench-tap")
+        .await
+        .expect("connect");
+    Topology::core().apply(&conn).await.expect("topology");
+    let ch = conn.create_channel().await.unwrap();
+    ch.basic_qos(500, BasicQosOptions::default()).await.unwrap();
+    let q = ch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions::exclusive(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    ch.queue_bind(
+        q.name().clone(),
+        names::RECEIPT_EXCHANGE.into(),
+        "#".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let mut consumer = ch
+        .basic_consume(
+            q.name().clone(),
+            "tap".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let tap_seen = seen.clone();
+    tokio::spawn(async move {
+        while let Some(Ok(d)) = consumer.next().await {
+            let now = Instant::now();
+            let ct = ContentType::from_property(
+                d.properties.content_type().as_ref().map(|c| c.as_str()),
+            )
+            .unwrap_or_default();
+            let (receipts, _) = codec::decode_receipts(&d.data, ct);
+            let mut s = tap_seen.lock().unwrap();
+            for r in receipts {
+                if r.receipt_type.is_final() && r.receipt_type != ReceiptType::RetryScheduled {
+                    s.finals.entry(r.task_id).or_insert(now);
+                }
+            }
+        }
+    });
+
+    let store = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect(&format!("sqlite://{}?mode=ro", args.store))
+        .await
+        .expect("open the sink's store");
+
+    let producer = Producer::new(ProducerConfig::new(&args.amqp_url));
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.timeout_secs);
+    let spec = |seen: &Arc<Mutex<Seen>>| {
+        let s = TaskSpec::json(&args.task_type, &json!({})).unwrap();
+        seen.lock()
+            .unwrap()
+            .published
+            .insert(s.task_id().to_owned(), (Instant::now(), SystemTime::now()));
+        s
+    };
+    if args.rate > 0.0 {
+        let mut handles = Vec::with_capacity(args.tasks);
+        for i in 0..args.tasks {
+            tokio::time::sleep_until(
+                (started + Duration::from_secs_f64(i as f64 / args.rate)).into(),
+            )
+            .await;
+            let p = producer.clone();
+            let s = spec(&seen);
+            handles.push(tokio::spawn(async move { p.publish(s).await.map(|_| ()) }));
+        }
+        for h in handles {
+            h.await.unwrap().expect("publish");
+        }
+    } else {
+        let mut published = 0;
+        type Chunk =
+            tokio::task::JoinHandle<Vec<Result<producer::Published, producer::PublishError>>>;
+        let mut chunks: futures_util::stream::FuturesUnordered<Chunk> =
+            futures_util::stream::FuturesUnordered::new();
+        while published < args.tasks {
+            let finished = seen.lock().unwrap().finals.len();
+            if published - finished >= args.window || chunks.len() >= 4 {
+                if let Some(results) = chunks.next().await {
+                    for r in results.expect("publisher task") {
+                        r.expect("publish");
+                    }
+                } else {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                continue;
+            }
+            let n = 1000.min(args.tasks - published);
+            let batch: Vec<_> = (0..n).map(|_| spec(&seen)).collect();
+            published += n;
+            let p = producer.clone();
+            chunks.push(tokio::spawn(
+                async move { p.publish_many(batch, |_| {}).await },
+            ));
+        }
+        while let Some(results) = chunks.next().await {
+            for r in results.expect("publisher task") {
+                r.expect("publish");
+            }
+        }
+    }
+    let published_secs = started.elapsed().as_secs_f64();
+
+    // Every success receipt committed in the store.
+    let mut stored_all = None;
+    while Instant::now() < deadline {
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM receipts WHERE receipt_type = 'success'")
+                .fetch_one(&store)
+                .await
+                .unwrap_or(0);
+        if n as usize >= args.tasks {
+            stored_all = Some(started.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stored_all = stored_all.expect("every task stored before the timeout");
+
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT task_id, stored_at FROM receipts WHERE receipt_type = 'success'")
+            .fetch_all(&store)
+            .await
+            .expect("read stored receipts");
+    let (final_lat, stored_lat) = {
+        let s = seen.lock().unwrap();
+        let mut f: Vec<f64> = s
+            .finals
+            .iter()
+            .filter_map(|(id, t)| {
+                s.published
+                    .get(id)
+                    .map(|(t0, _)| t.duration_since(*t0).as_secs_f64() * 1000.0)
+            })
+            .collect();
+        f.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let mut st: Vec<f64> = rows
+            .iter()
+            .filter_map(|(id, at)| {
+                let at = chrono::DateTime::parse_from_rfc3339(at).ok()?;
+                let (_, t0) = s.published.get(id)?;
+                let t0: chrono::DateTime<chrono::Utc> = (*t0).into();
+                Some((at.with_timezone(&chrono::Utc) - t0).num_microseconds()? as f64 / 1000.0)
+            })
+            .collect();
+        st.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        (f, st)
+    };
+    let secs = stored_all.as_secs_f64();
+    println!(
+        "{}",
+        json!({
+            "mode": if args.rate > 0.0 { "rate" } else { "saturation" },
+            "offered_rate": args.rate,
+            "tasks": args.tasks,
+            "publish_secs": published_secs,
+            "stored_secs": secs,
+            "tasks_per_sec": (args.tasks as f64 / secs).round(),
+            "final_p50_ms": percentile(&final_lat, 50.0),
+            "final_p95_ms": percentile(&final_lat, 95.0),
+            "final_p99_ms": percentile(&final_lat, 99.0),
+            "stored_p50_ms": percentile(&stored_lat, 50.0),
+            "stored_p95_ms": percentile(&stored_lat, 95.0),
+            "stored_p99_ms": percentile(&stored_lat, 99.0),
+            "finals_seen": final_lat.len(),
+            "stored_seen": stored_lat.len(),
+        })
+    );
+}
