@@ -1,0 +1,570 @@
+//! The receipts sink against a real RabbitMQ (a vhost per test) and real
+//! stores: crash safety, ordering, quarantine, reconnects, shutdown, replicas.
+
+mod support;
+
+use broker_topology::{Receipt, ReceiptType, Topology, names};
+use futures_util::future::join_all;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Confirmation, Connection};
+use nix::sys::signal::Signal;
+use receipts_sink::{SinkConfig, SinkError, Store, TaskState};
+use serde_json::{Value, json};
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+use support::{ChildGuard, Vhost, chit, wait_for};
+use tokio::task::JoinHandle;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Five receipts per task: queued, a failed attempt, a successful retry.
+fn life(task_id: &str) -> Vec<Receipt> {
+    let q = Receipt::new(task_id, "command.execute", ReceiptType::Queued, vec![], 1);
+    let a1 = Receipt::new(
+        task_id,
+        "command.execute",
+        ReceiptType::Accepted,
+        vec![q.receipt_id.clone()],
+        1,
+    )
+    .with_worker("w1");
+    let f1 = Receipt::new(
+        task_id,
+        "command.execute",
+        ReceiptType::Failure,
+        vec![a1.receipt_id.clone()],
+        1,
+    )
+    .with_worker("w1")
+    .with_body(json!({"error": "exit status 1", "exit_code": 1}));
+    let a2 = Receipt::new(
+        task_id,
+        "command.execute",
+        ReceiptType::Accepted,
+        vec![f1.receipt_id.clone()],
+        2,
+    )
+    .with_worker("w2");
+    let s2 = Receipt::new(
+        task_id,
+        "command.execute",
+        ReceiptType::Success,
+        vec![a2.receipt_id.clone()],
+        2,
+    )
+    .with_worker("w2")
+    .with_body(json!({"exit_code": 0}));
+    vec![q, a1, f1, a2, s2]
+}
+
+/// `tasks` tasks' receipts, interleaved across tasks.
+fn many(tasks: usize) -> Vec<Receipt> {
+    let lives: Vec<Vec<Receipt>> = (0..tasks)
+        .map(|_| life(&uuid::Uuid::now_v7().to_string()))
+        .collect();
+    (0..5)
+        .flat_map(|step| lives.iter().map(move |l| l[step].clone()))
+        .collect()
+}
+
+/// Declares the core topology, so the sink queue exists before publishing.
+async fn declare(vhost: &Vhost) -> Connection {
+    let conn = vhost.connect().await;
+    Topology::core()
+        .apply(&conn)
+        .await
+        .expect("apply core topology");
+    conn
+}
+
+/// Publishes message bodies to the receipts exchange, with confirms.
+async fn publish_raw(conn: &Connection, messages: &[(Vec<u8>, Option<&str>)]) {
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let mut confirms = Vec::new();
+    for (body, content_type) in messages {
+        let mut props = BasicProperties::default().with_delivery_mode(2);
+        if let Some(ct) = content_type {
+            props = props.with_content_type((*ct).into());
+        }
+        let confirm = ch
+            .basic_publish(
+                names::RECEIPT_EXCHANGE.into(),
+                names::receipt_routing_key("test").as_str().into(),
+                BasicPublishOptions::default(),
+                body,
+                props,
+            )
+            .await
+            .unwrap();
+        confirms.push(confirm);
+    }
+    for c in join_all(confirms).await {
+        assert!(matches!(c.unwrap(), Confirmation::Ack(_)));
+    }
+    let _ = ch.close(200, "published".into()).await;
+}
+
+/// Publishes receipts as JSON arrays of `per_message`.
+async fn publish(conn: &Connection, receipts: &[Receipt], per_message: usize) {
+    let messages: Vec<(Vec<u8>, Option<&str>)> = receipts
+        .chunks(per_message)
+        .map(|c| (serde_json::to_vec(c).unwrap(), Some("application/json")))
+        .collect();
+    publish_raw(conn, &messages).await;
+}
+
+/// Ready messages in the sink queue.
+async fn ready_in_sink_queue(conn: &Connection) -> u32 {
+    let ch = conn.create_channel().await.unwrap();
+    let q = ch
+        .queue_declare(
+            names::SINK_QUEUE.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let _ = ch.close(200, "checked".into()).await;
+    q.message_count()
+}
+
+/// Messages delivered to the sink and not acked yet, as the broker counts them.
+fn unacked_in_sink_queue(vhost: &Vhost) -> u64 {
+    let out = Command::new("rabbitmqctl")
+        .args(["list_queues", "-q", "--no-table-headers", "-p", &vhost.name])
+        .args(["name", "messages_unacknowledged"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .find(|(name, _)| name.trim() == names::SINK_QUEUE)
+        .and_then(|(_, n)| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A SQLite store in a temp dir.
+struct SqliteFile {
+    _dir: tempfile::TempDir,
+    url: String,
+}
+
+fn sqlite_file() -> SqliteFile {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("receipts.db").display());
+    SqliteFile { _dir: dir, url }
+}
+
+/// A PostgreSQL database of its own, dropped on drop.
+struct PgDatabase {
+    name: String,
+    url: String,
+}
+
+fn psql(sql: &str) {
+    psql_in("test", sql);
+}
+
+fn psql_in(database: &str, sql: &str) {
+    let out = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", database])
+        .args(["-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
+        .output()
+        .expect("psql must be on PATH and PostgreSQL running on 127.0.0.1:5432");
+    assert!(
+        out.status.success(),
+        "psql {sql:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl PgDatabase {
+    fn create() -> PgDatabase {
+        let name = format!("chit_test_{}", uuid::Uuid::new_v4().simple());
+        psql(&format!("CREATE DATABASE {name}"));
+        let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+        PgDatabase { name, url }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        psql(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ));
+    }
+}
+
+/// A sink running in this process, with its API on a free port.
+struct InProcessSink {
+    api: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    handle: JoinHandle<Result<(), SinkError>>,
+}
+
+async fn start_sink(
+    amqp_url: &str,
+    store_url: &str,
+    tweak: impl FnOnce(&mut SinkConfig),
+) -> InProcessSink {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    let mut config = SinkConfig::new(amqp_url, store_url);
+    config.http_addr = addr;
+    tweak(&mut config);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(receipts_sink::serve(config, listener, async {
+        let _ = stopped.await;
+    }));
+    InProcessSink {
+        api: format!("http://{addr}"),
+        stop: Some(stop),
+        handle,
+    }
+}
+
+impl InProcessSink {
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let res = reqwest::get(format!("{}{path}", self.api)).await.unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap())
+    }
+
+    /// Waits until `/healthz` says the broker is connected.
+    async fn wait_connected(&self) {
+        wait_for("the sink to connect", WAIT, || async {
+            let res = reqwest::get(format!("{}/healthz", self.api)).await.ok()?;
+            (res.status().as_u16() == 200).then_some(())
+        })
+        .await;
+    }
+
+    /// Asks for shutdown and waits for `serve` to return.
+    async fn stop(mut self) -> Result<(), SinkError> {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(WAIT, &mut self.handle)
+            .await
+            .expect("sink stops in time")
+            .expect("sink task")
+    }
+}
+
+async fn count(store: &Store) -> u64 {
+    store.counts().await.unwrap().receipts
+}
+
+/// Every published receipt is stored, exactly once, each task complete.
+async fn assert_stored_exactly(store: &Store, published: &[Receipt]) {
+    let counts = store.counts().await.unwrap();
+    assert_eq!(counts.receipts, published.len() as u64);
+    let tasks: HashSet<&str> = published.iter().map(|r| r.task_id.as_str()).collect();
+    assert_eq!(counts.tasks, tasks.len() as u64);
+    let mut stored_ids = HashSet::new();
+    for task_id in &tasks {
+        let view = store.task(task_id).await.unwrap().expect("task stored");
+        assert_eq!(view.task.state, TaskState::Succeeded, "{task_id}");
+        assert_eq!(view.chain.len(), 5, "{task_id}");
+        for r in view.chain {
+            assert!(stored_ids.insert(r.receipt_id), "stored twice");
+        }
+    }
+    let published_ids: HashSet<String> = published.iter().map(|r| r.receipt_id.clone()).collect();
+    assert_eq!(stored_ids, published_ids);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_ingest_then_restart_stores_every_receipt_once() {
+    let vhost = Vhost::create();
+    let conn = declare(&vhost).await;
+    let receipts = many(2000);
+    assert_eq!(receipts.len(), 10_000);
+    publish(&conn, &receipts, 50).await;
+
+    let file = sqlite_file();
+    // Opening first creates the schema, so the two processes do not race on it.
+    let store = Store::open(&file.url).await.unwrap();
+    let sink = |batch_size: &str| {
+        let mut cmd = chit();
+        cmd.args(["sink", "--amqp-url", &vhost.url, "--store", &file.url])
+            .args(["--http", "127.0.0.1:0", "--batch-size", batch_size]);
+        ChildGuard::spawn(cmd)
+    };
+
+    // Small batches, so that ingest takes many commits and is still going on.
+    let mut first = sink("100");
+    let at_kill = wait_for("some receipts stored", WAIT, || async {
+        let n = count(&store).await;
+        (n > 0).then_some(n)
+    })
+    .await;
+    first.signal(Signal::SIGKILL);
+    first.wait_timeout(Duration::from_secs(10)).expect("killed");
+    let after_kill = count(&store).await;
+    assert!(
+        after_kill < 10_000,
+        "ingest was over before the kill ({at_kill} at kill)"
+    );
+    eprintln!("killed with {at_kill} receipts stored ({after_kill} after the kill)");
+
+    let mut second = sink("1000");
+    wait_for("all receipts stored after restart", WAIT, || async {
+        (count(&store).await >= 10_000).then_some(())
+    })
+    .await;
+    // Graceful stop: everything is acked, nothing is left to redeliver.
+    second.signal(Signal::SIGTERM);
+    let status = second.wait_timeout(WAIT).expect("sink exits after SIGTERM");
+    assert!(status.success(), "{status:?}");
+
+    assert_stored_exactly(&store, &receipts).await;
+    assert_eq!(ready_in_sink_queue(&conn).await, 0);
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_in_any_order_give_a_whole_chain() {
+    let vhost = Vhost::create();
+    let conn = declare(&vhost).await;
+    let file = sqlite_file();
+    let sink = start_sink(&vhost.url, &file.url, |_| {}).await;
+
+    // Newest first, one receipt per message, the last one as a bare object.
+    let chain = life("task-ooo");
+    let mut messages: Vec<(Vec<u8>, Option<&str>)> = chain
+        .iter()
+        .rev()
+        .take(4)
+        .map(|r| (serde_json::to_vec(&[r]).unwrap(), Some("application/json")))
+        .collect();
+    messages.push((serde_json::to_vec(&chain[0]).unwrap(), None));
+    publish_raw(&conn, &messages).await;
+
+    let body = wait_for("the whole chain", WAIT, || async {
+        let (status, body) = sink.get("/v1/tasks/task-ooo").await;
+        (status == 200 && body["chain"].as_array().map(Vec::len) == Some(5)).then_some(body)
+    })
+    .await;
+    let view: receipts_sink::TaskView = serde_json::from_value(body).unwrap();
+    assert_eq!(
+        view.chain, chain,
+        "ordered by time, whatever the arrival order"
+    );
+    assert_eq!(view.task.state, TaskState::Succeeded);
+    assert_eq!(view.task.attempts, 2);
+    assert_eq!(view.task.last_error.as_deref(), Some("exit status 1"));
+    let tree = receipts_sink::render_tree(&view);
+    assert_eq!(tree.matches("accepted").count(), 2, "{tree}");
+
+    let (status, body) = sink.get("/v1/tasks/unknown").await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["code"], "not_found");
+    sink.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_messages_are_quarantined_and_the_sink_keeps_going() {
+    let vhost = Vhost::create();
+    let conn = declare(&vhost).await;
+    let file = sqlite_file();
+    let sink = start_sink(&vhost.url, &file.url, |_| {}).await;
+
+    let good = life("task-after-garbage");
+    let half_bad = json!([good[1], {"receipt_id": "r-x", "task_type": "x"}]);
+    publish_raw(
+        &conn,
+        &[
+            (b"{not json".to_vec(), Some("application/json")),
+            (vec![0xc1, 0xff, 0x00], Some("application/msgpack")),
+            (b"<receipt/>".to_vec(), Some("text/xml")),
+            (serde_json::to_vec(&half_bad).unwrap(), None),
+            (serde_json::to_vec(&good[0]).unwrap(), None),
+        ],
+    )
+    .await;
+
+    wait_for("the good receipts after the garbage", WAIT, || async {
+        let (_, body) = sink.get("/v1/receipts?task_id=task-after-garbage").await;
+        (body["receipts"].as_array()?.len() == 2).then_some(())
+    })
+    .await;
+    let (status, body) = sink.get("/v1/quarantine").await;
+    assert_eq!(status, 200);
+    let q = body["quarantined"].as_array().unwrap();
+    assert_eq!(q.len(), 4, "{body}");
+    let raws: Vec<&str> = q.iter().map(|r| r["raw"].as_str().unwrap()).collect();
+    assert!(raws.contains(&"{not json"), "{raws:?}");
+    assert!(raws.contains(&"<receipt/>"), "{raws:?}");
+    assert!(
+        q.iter()
+            .any(|r| r["reason"].as_str().unwrap().contains("text/xml"))
+    );
+    assert!(
+        q.iter()
+            .any(|r| r["reason"].as_str().unwrap().contains("MessagePack"))
+    );
+
+    // Nothing is requeued: the broker holds no message for the sink any more.
+    sink.stop().await.unwrap();
+    assert_eq!(ready_in_sink_queue(&conn).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sink_reconnects_after_losing_its_connection() {
+    let vhost = Vhost::create();
+    let conn = declare(&vhost).await;
+    let file = sqlite_file();
+    let sink = start_sink(&vhost.url, &file.url, |_| {}).await;
+    sink.wait_connected().await;
+
+    let before = many(20);
+    publish(&conn, &before, 10).await;
+    let store = Store::open(&file.url).await.unwrap();
+    wait_for("first receipts", WAIT, || async {
+        (count(&store).await == 100).then_some(())
+    })
+    .await;
+
+    // Close every connection of the vhost: the sink's, and ours.
+    let out = Command::new("rabbitmqctl")
+        .args([
+            "close_all_connections",
+            "-p",
+            &vhost.name,
+            "test: connection lost",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The receipts published from now on can only be stored over a new connection.
+
+    let conn = vhost.connect().await;
+    let after = many(20);
+    publish(&conn, &after, 10).await;
+    wait_for("receipts after the reconnect", WAIT, || async {
+        (count(&store).await == 200).then_some(())
+    })
+    .await;
+    let all: Vec<Receipt> = before.into_iter().chain(after).collect();
+    assert_stored_exactly(&store, &all).await;
+    sink.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_commits_and_acks_the_open_batch() {
+    let vhost = Vhost::create();
+    let conn = declare(&vhost).await;
+    let file = sqlite_file();
+    // The batch would stay open for a minute: only shutdown can close it.
+    let sink = start_sink(&vhost.url, &file.url, |c| {
+        c.batch_wait = Duration::from_secs(60);
+        c.batch_size = 100_000;
+    })
+    .await;
+    sink.wait_connected().await;
+    let receipts = many(4);
+    publish(&conn, &receipts, 5).await;
+    wait_for("the sink to take the messages", WAIT, || async {
+        (ready_in_sink_queue(&conn).await == 0).then_some(())
+    })
+    .await;
+    let store = Store::open(&file.url).await.unwrap();
+    assert_eq!(count(&store).await, 0, "the batch is still open");
+
+    sink.stop().await.unwrap();
+    assert_stored_exactly(&store, &receipts).await;
+    // Acked, so nothing came back to the queue when the channel closed.
+    assert_eq!(ready_in_sink_queue(&conn).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_one_postgres_store_no_duplicate_and_nothing_missing() {
+    let vhost = Vhost::create();
+    let conn = declare(&vhost).await;
+    let db = PgDatabase::create();
+    let small = |c: &mut SinkConfig| {
+        c.prefetch = 10;
+        c.batch_size = 200;
+    };
+    let (a, b) = tokio::join!(
+        start_sink(&vhost.url, &db.url, small),
+        start_sink(&vhost.url, &db.url, small)
+    );
+    a.wait_connected().await;
+    b.wait_connected().await;
+
+    let receipts = many(1000);
+    publish(&conn, &receipts, 25).await;
+    // The producer retried some publishes: the same receipts arrive twice.
+    publish(&conn, &receipts[..1000], 25).await;
+
+    let store = Store::open(&db.url).await.unwrap();
+    wait_for("all receipts in PostgreSQL", WAIT, || async {
+        (count(&store).await >= 5000).then_some(())
+    })
+    .await;
+    wait_for("both queues drained", WAIT, || async {
+        (ready_in_sink_queue(&conn).await == 0).then_some(())
+    })
+    .await;
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+    assert_stored_exactly(&store, &receipts).await;
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_store_write_is_retried_and_acked_only_after_commit() {
+    let vhost = Vhost::create();
+    let conn = declare(&vhost).await;
+    let db = PgDatabase::create();
+    let store = Store::open(&db.url).await.unwrap();
+    // Every insert into receipts fails until the constraint goes.
+    psql_in(
+        &db.name,
+        "ALTER TABLE receipts ADD CONSTRAINT test_block CHECK (false) NOT VALID",
+    );
+    let sink = start_sink(&vhost.url, &db.url, |_| {}).await;
+    sink.wait_connected().await;
+    let receipts = many(10);
+    publish(&conn, &receipts, 10).await;
+
+    // The sink holds all five messages, unacked, while its writes fail.
+    wait_for("five unacked messages", WAIT, || async {
+        (unacked_in_sink_queue(&vhost) == 5).then_some(())
+    })
+    .await;
+    assert_eq!(ready_in_sink_queue(&conn).await, 0);
+    assert_eq!(count(&store).await, 0);
+
+    psql_in(&db.name, "ALTER TABLE receipts DROP CONSTRAINT test_block");
+    wait_for("the retried write", WAIT, || async {
+        (count(&store).await == 50).then_some(())
+    })
+    .await;
+    wait_for("the ack after the commit", WAIT, || async {
+        (unacked_in_sink_queue(&vhost) == 0).then_some(())
+    })
+    .await;
+    sink.stop().await.unwrap();
+    assert_stored_exactly(&store, &receipts).await;
+    store.close().await;
+}
