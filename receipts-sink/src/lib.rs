@@ -1,1 +1,44 @@
-//! placeholder
+//! The receipts sink: consumes chit's receipt batches from RabbitMQ into a
+//! durable, queryable store of receipt chains, and serves them over HTTP.
+//!
+//! # Layout
+//!
+//! - `consumer`: [`run`] and [`serve`], the main loop. Batches receipts,
+//!   writes each batch in one transaction, acks after the commit, reconnects
+//!   after a lost connection, and drains on shutdown. Configured by
+//!   [`SinkConfig`].
+//! - `batch`: the open batch and when it closes (size or time).
+//! - [`store`]: [`Store`], SQLite or PostgreSQL; idempotent batch writes,
+//!   task lookups, paginated listings, quarantine.
+//! - [`task`]: task states and how they are derived from receipts in any
+//!   order ([`TaskState`], [`TaskRow`], [`TaskView`]).
+//! - [`api`]: the HTTP API as an axum [`Router`](axum::Router), [`router`].
+//! - [`render`]: text views for the CLI, [`render_tree`] and
+//!   [`render_task_table`].
+//! - `status`: the connection state and totals shared with `/healthz`
+//!   ([`SinkStatus`]).
+//! - `error`: [`SinkError`].
+//!
+//! Delivery is at least once and storage is idempotent: a receipt is stored
+//! once however often it arrives, and a task's state does not depend on the
+//! order its receipts arrive in.
+
+pub mod api;
+mod batch;
+mod consumer;
+mod error;
+pub mod render;
+mod status;
+pub mod store;
+pub mod task;
+
+pub use api::{ApiState, router};
+pub use consumer::{
+    DEFAULT_BATCH_SIZE, DEFAULT_BATCH_WAIT, DEFAULT_HTTP_ADDR, DEFAULT_PREFETCH, DEFAULT_STORE_URL,
+    SinkConfig, run, serve,
+};
+pub use error::SinkError;
+pub use render::{render_task_table, render_tree};
+pub use status::{BrokerState, SinkStatus, SinkTotals};
+pub use store::{QuarantinedRecord, Store, StoreCounts, StoreKind, WriteStats};
+pub use task::{Page, TaskFilter, TaskRow, TaskState, TaskView};

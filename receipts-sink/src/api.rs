@@ -1,0 +1,218 @@
+//! The HTTP query API over the store, built by [`router`].
+//!
+//! | Route | Answer |
+//! |---|---|
+//! | `GET /v1/tasks/{id}` | `{"task": {...}, "chain": [receipts]}`, 404 if unknown |
+//! | `GET /v1/tasks?state=&task_type=&limit=&cursor=` | `{"tasks": [...], "next_cursor": ...}` |
+//! | `GET /v1/receipts?task_id=` | `{"task_id": ..., "receipts": [...]}` |
+//! | `GET /v1/quarantine?limit=` | `{"quarantined": [...]}` |
+//! | `GET /healthz` | 200 `{"store":"ok","broker":"connected"}`, else 503 |
+//!
+//! Every error is JSON, `{"error": {"code": "not_found", "message": "..."}}`.
+//! Bad input keeps its 4xx status and says what was wrong; internal failures
+//! are logged and answered with a generic 500.
+
+use crate::error::SinkError;
+use crate::status::{BrokerState, SinkStatus};
+use crate::store::{MAX_PAGE_SIZE, Store};
+use crate::task::{TaskFilter, TaskState};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::Arc;
+
+/// Page size when `limit` is not given.
+pub const DEFAULT_PAGE_SIZE: u32 = 50;
+
+/// What the handlers share: the store and the sink's status.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    store: Store,
+    status: Arc<SinkStatus>,
+}
+
+impl ApiState {
+    /// State over `store`, reporting the broker state from `status`.
+    pub fn new(store: Store, status: Arc<SinkStatus>) -> Self {
+        ApiState { store, status }
+    }
+}
+
+/// The API's routes.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/v1/tasks", get(list_tasks))
+        .route("/v1/tasks/{id}", get(get_task))
+        .route("/v1/receipts", get(list_receipts))
+        .route("/v1/quarantine", get(list_quarantine))
+        .route("/healthz", get(healthz))
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .with_state(state)
+}
+
+/// An API failure, answered as JSON.
+#[derive(Debug)]
+pub enum ApiError {
+    /// 404.
+    NotFound(String),
+    /// 400.
+    BadRequest(String),
+    /// 500; the message is logged, not sent.
+    Internal(SinkError),
+}
+
+impl From<SinkError> for ApiError {
+    fn from(e: SinkError) -> Self {
+        match e {
+            SinkError::BadCursor(m) => ApiError::BadRequest(format!("invalid cursor: {m}")),
+            other => ApiError::Internal(other),
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> Self {
+        ApiError::BadRequest(e.body_text())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, message) = match self {
+            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m),
+            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m),
+            ApiError::Internal(e) => {
+                tracing::error!(error = %e, "API request failed");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error; see the sink's log".to_owned(),
+                )
+            }
+        };
+        let body = json!({"error": {"code": code, "message": message}});
+        (status, Json(body)).into_response()
+    }
+}
+
+async fn get_task(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    tracing::debug!(task_id = %id, "task lookup");
+    match state.store.task(&id).await? {
+        Some(view) => Ok(Json(view).into_response()),
+        None => Err(ApiError::NotFound(format!(
+            "no receipts stored for task {id}"
+        ))),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ListParams {
+    state: Option<String>,
+    task_type: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+async fn list_tasks(
+    State(state): State<ApiState>,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(p) = params?;
+    let task_state = match p.state.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(TaskState::parse(s).ok_or_else(|| {
+            let allowed: Vec<&str> = TaskState::ALL.iter().map(|t| t.as_str()).collect();
+            ApiError::BadRequest(format!(
+                "invalid state {s:?}: use one of {}",
+                allowed.join(", ")
+            ))
+        })?),
+    };
+    let filter = TaskFilter {
+        state: task_state,
+        task_type: p.task_type.filter(|t| !t.is_empty()),
+    };
+    let limit = parse_limit(p.limit.as_deref())?;
+    let cursor = p.cursor.as_deref().filter(|c| !c.is_empty());
+    let page = state.store.list_tasks(&filter, limit, cursor).await?;
+    Ok(Json(page).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct ReceiptParams {
+    task_id: Option<String>,
+}
+
+async fn list_receipts(
+    State(state): State<ApiState>,
+    params: Result<Query<ReceiptParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(p) = params?;
+    let Some(task_id) = p.task_id.filter(|t| !t.is_empty()) else {
+        return Err(ApiError::BadRequest(
+            "the task_id parameter is required".into(),
+        ));
+    };
+    let receipts = state.store.receipts(&task_id).await?;
+    Ok(Json(json!({"task_id": task_id, "receipts": receipts})).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct QuarantineParams {
+    limit: Option<String>,
+}
+
+async fn list_quarantine(
+    State(state): State<ApiState>,
+    params: Result<Query<QuarantineParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(p) = params?;
+    let limit = parse_limit(p.limit.as_deref())?;
+    let records = state.store.quarantined(limit).await?;
+    Ok(Json(json!({"quarantined": records})).into_response())
+}
+
+async fn healthz(State(state): State<ApiState>) -> Response {
+    let store_ok = match state.store.ping().await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "health check: store unavailable");
+            false
+        }
+    };
+    let broker = state.status.broker();
+    let healthy = store_ok && broker == BrokerState::Connected;
+    let code = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "store": if store_ok { "ok" } else { "unavailable" },
+        "broker": broker.as_str(),
+    });
+    (code, Json(body)).into_response()
+}
+
+fn parse_limit(raw: Option<&str>) -> Result<u32, ApiError> {
+    let Some(raw) = raw.filter(|s| !s.is_empty()) else {
+        return Ok(DEFAULT_PAGE_SIZE);
+    };
+    match raw.parse::<u32>() {
+        Ok(n) if (1..=MAX_PAGE_SIZE).contains(&n) => Ok(n),
+        _ => Err(ApiError::BadRequest(format!(
+            "invalid limit {raw:?}: use a whole number from 1 to {MAX_PAGE_SIZE}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests;

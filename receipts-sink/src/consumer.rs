@@ -1,0 +1,458 @@
+//! The sink's main loop: consume receipt batches, write them, ack after commit.
+//!
+//! [`run`] opens the store, serves the HTTP API and consumes
+//! [`names::SINK_QUEUE`] until `shutdown` completes. Deliveries are gathered
+//! into a batch ([`crate::batch`]); a closed batch is written in one
+//! transaction by a writer task while the next one fills, and only after the
+//! commit are its messages acked, with one `multiple` ack up to its last
+//! delivery tag. At most one write is in flight, so acks go out in tag order.
+//!
+//! Failures:
+//! - a store write that fails is retried with backoff, the receipts still in
+//!   memory and their messages unacked, until it succeeds (or shutdown);
+//! - a lost connection (the consumer stream ends or errors, an ack fails)
+//!   ends the session: its unacked batches are dropped, because the broker
+//!   redelivers their messages and inserts are idempotent, and the sink
+//!   reconnects with [`Backoff`], re-declares and re-subscribes. Tags of a
+//!   dead channel are never acked on a new one: batches belong to a session.
+
+use crate::api::{self, ApiState};
+use crate::batch::Batch;
+use crate::error::SinkError;
+use crate::status::{BrokerState, SinkStatus};
+use crate::store::{Store, WriteStats};
+use broker_topology::codec::BadReceipt;
+use broker_topology::{Backoff, ErrorKind, Receipt, Topology, names};
+use futures_util::StreamExt;
+use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use lapin::{Acker, Channel, Connection, Consumer};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{debug, error, info, warn};
+
+/// Where the HTTP API listens unless told otherwise.
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8700";
+/// Receipts per batch.
+pub const DEFAULT_BATCH_SIZE: usize = 1000;
+/// How long a batch stays open after its first message.
+pub const DEFAULT_BATCH_WAIT: Duration = Duration::from_millis(10);
+/// Unacked messages the broker may send ahead.
+pub const DEFAULT_PREFETCH: u16 = 2000;
+/// The store used when none is configured.
+pub const DEFAULT_STORE_URL: &str = "sqlite://chit-receipts.db";
+
+/// How long shutdown may spend committing the last batches.
+const SHUTDOWN_FLUSH: Duration = Duration::from_secs(20);
+/// How long shutdown waits for HTTP requests in progress.
+const HTTP_DRAIN: Duration = Duration::from_secs(5);
+/// The connection name shown in the broker's management UI.
+const CONNECTION_NAME: &str = "chit-receipts-sink";
+
+/// How the sink is set up.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SinkConfig {
+    /// Broker URL.
+    pub amqp_url: String,
+    /// `sqlite://PATH` or `postgres://...`.
+    pub store_url: String,
+    /// Where the HTTP API listens (port 0 picks one; it is logged).
+    pub http_addr: SocketAddr,
+    /// A batch closes at this many receipts (at least 1)...
+    pub batch_size: usize,
+    /// ...or this long after its first message.
+    pub batch_wait: Duration,
+    /// Unacked messages the broker may send ahead (`basic.qos`).
+    pub prefetch: u16,
+}
+
+impl SinkConfig {
+    /// The defaults, with this broker and store.
+    pub fn new(amqp_url: impl Into<String>, store_url: impl Into<String>) -> Self {
+        SinkConfig {
+            amqp_url: amqp_url.into(),
+            store_url: store_url.into(),
+            ..SinkConfig::default()
+        }
+    }
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        SinkConfig {
+            amqp_url: broker_topology::connect::DEFAULT_AMQP_URL.into(),
+            store_url: DEFAULT_STORE_URL.into(),
+            http_addr: DEFAULT_HTTP_ADDR.parse().expect("valid default address"),
+            batch_size: DEFAULT_BATCH_SIZE,
+            batch_wait: DEFAULT_BATCH_WAIT,
+            prefetch: DEFAULT_PREFETCH,
+        }
+    }
+}
+
+/// Runs the sink until `shutdown` completes: binds `config.http_addr`, then
+/// as [`serve`].
+pub async fn run(
+    config: SinkConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), SinkError> {
+    let listener = TcpListener::bind(config.http_addr)
+        .await
+        .map_err(SinkError::Http)?;
+    serve(config, listener, shutdown).await
+}
+
+/// Runs the sink with the HTTP API on `listener` (so a caller can bind port 0
+/// and learn the address) until `shutdown` completes; then stops consuming,
+/// commits and acks the open batch, and returns.
+///
+/// Errors only when the store cannot be opened, the HTTP listener fails, or
+/// the broker has a sink queue declared differently from chit's topology.
+/// An unreachable broker is retried for as long as it takes.
+pub async fn serve(
+    config: SinkConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), SinkError> {
+    let store = Store::open(&config.store_url).await?;
+    let status = Arc::new(SinkStatus::new());
+    let addr = listener.local_addr().map_err(SinkError::Http)?;
+    info!(
+        http_addr = %addr,
+        store = ?store.kind(),
+        batch_size = config.batch_size,
+        prefetch = config.prefetch,
+        "receipts sink starting"
+    );
+    let app = api::router(ApiState::new(store.clone(), status.clone()));
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let http = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = http_stopped.await;
+            })
+            .await
+    });
+
+    let result = consume(&config, &store, &status, shutdown).await;
+    status.set_broker(BrokerState::Stopped);
+
+    let _ = stop_http.send(());
+    match tokio::time::timeout(HTTP_DRAIN, http).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => error!(error = %e, "HTTP server failed"),
+        Ok(Err(e)) => error!(error = %e, "HTTP server task failed"),
+        Err(_) => warn!("HTTP requests still running at shutdown; dropped"),
+    }
+    store.close().await;
+    info!(totals = ?status.totals(), "receipts sink stopped");
+    result
+}
+
+type Shutdown<'a> = Pin<&'a mut (dyn Future<Output = ()> + Send + 'a)>;
+
+/// Sessions until shutdown: connect, consume, and reconnect after a loss.
+async fn consume(
+    config: &SinkConfig,
+    store: &Store,
+    status: &SinkStatus,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), SinkError> {
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut backoff = Backoff::default();
+    loop {
+        let opened = tokio::select! {
+            _ = shutdown.as_mut() => return Ok(()),
+            s = Session::open(config) => s,
+        };
+        let err = match opened {
+            Ok(session) => {
+                status.set_broker(BrokerState::Connected);
+                info!(
+                    queue = names::SINK_QUEUE,
+                    "connected to broker; consuming receipts"
+                );
+                match session
+                    .run(config, store, status, shutdown.as_mut(), &mut backoff)
+                    .await
+                {
+                    SessionEnd::Shutdown => return Ok(()),
+                    SessionEnd::Lost(e) => e,
+                }
+            }
+            Err(SinkError::Broker(e)) if matches!(e.kind(), ErrorKind::Inequivalent { .. }) => {
+                error!(error = %e, "the broker's topology conflicts with chit's");
+                return Err(SinkError::Broker(e));
+            }
+            Err(e) => e,
+        };
+        status.set_broker(BrokerState::Reconnecting);
+        let delay = backoff.next_delay();
+        warn!(
+            error = %err,
+            delay_ms = delay.as_millis() as u64,
+            "broker connection lost or unavailable; unacked receipts will be redelivered; reconnecting"
+        );
+        tokio::select! {
+            _ = shutdown.as_mut() => return Ok(()),
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// Why a session ended.
+enum SessionEnd {
+    /// Shutdown was asked for, and the open batch was handled.
+    Shutdown,
+    /// The connection or channel is gone.
+    Lost(SinkError),
+}
+
+/// What the ack after a commit needs, and what its log line says.
+struct BatchMeta {
+    /// The acker of the batch's last message.
+    acker: Option<Acker>,
+    receipts: usize,
+    messages: usize,
+    opened: Option<Instant>,
+}
+
+/// A write in progress.
+struct InFlight {
+    handle: JoinHandle<WriteStats>,
+    meta: BatchMeta,
+}
+
+/// One connection, channel and consumer, and the batches read through them.
+struct Session {
+    conn: Connection,
+    channel: Channel,
+    consumer: Consumer,
+}
+
+impl Session {
+    async fn open(config: &SinkConfig) -> Result<Session, SinkError> {
+        let conn = broker_topology::connect(&config.amqp_url, CONNECTION_NAME).await?;
+        Topology::core().apply(&conn).await?;
+        let channel = conn.create_channel().await?;
+        channel
+            .basic_qos(config.prefetch, BasicQosOptions::default())
+            .await?;
+        let tag = format!("{CONNECTION_NAME}-{}", uuid::Uuid::new_v4().simple());
+        let consumer = channel
+            .basic_consume(
+                names::SINK_QUEUE.into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(Session {
+            conn,
+            channel,
+            consumer,
+        })
+    }
+
+    async fn run(
+        mut self,
+        config: &SinkConfig,
+        store: &Store,
+        status: &SinkStatus,
+        mut shutdown: Shutdown<'_>,
+        backoff: &mut Backoff,
+    ) -> SessionEnd {
+        let batch_size = config.batch_size.max(1);
+        let mut open = Batch::default();
+        let mut in_flight: Option<InFlight> = None;
+        let lost = loop {
+            let full = open.len() >= batch_size;
+            let deadline = open.deadline(config.batch_wait);
+            tokio::select! {
+                biased;
+                _ = shutdown.as_mut() => break None,
+                joined = async { (&mut in_flight.as_mut().expect("guarded").handle).await },
+                    if in_flight.is_some() =>
+                {
+                    let meta = in_flight.take().expect("guarded").meta;
+                    if let Err(e) = ack_committed(joined, meta, status).await {
+                        break Some(e);
+                    }
+                    backoff.reset();
+                    if open.is_ready(batch_size, config.batch_wait, Instant::now()) {
+                        in_flight = Some(start_write(store, std::mem::take(&mut open)));
+                    }
+                }
+                _ = sleep_until(deadline), if deadline.is_some() && in_flight.is_none() => {
+                    in_flight = Some(start_write(store, std::mem::take(&mut open)));
+                }
+                next = self.consumer.next(), if !full => match next {
+                    Some(Ok(delivery)) => {
+                        let ct = delivery.properties.content_type().as_ref().map(|c| c.as_str());
+                        open.add(ct, &delivery.data, Some(delivery.acker));
+                        if open.len() >= batch_size && in_flight.is_none() {
+                            in_flight = Some(start_write(store, std::mem::take(&mut open)));
+                        }
+                    }
+                    Some(Err(e)) => break Some(SinkError::Amqp(e)),
+                    None => break Some(SinkError::ConnectionLost("the broker cancelled the consumer".into())),
+                },
+            }
+        };
+        match lost {
+            Some(e) => {
+                // The broker requeues everything unacked; a write still running
+                // would only store what redelivery brings back anyway.
+                if let Some(f) = in_flight {
+                    f.handle.abort();
+                }
+                SessionEnd::Lost(e)
+            }
+            None => {
+                self.drain(store, status, in_flight, open).await;
+                SessionEnd::Shutdown
+            }
+        }
+    }
+
+    /// Shutdown: stop deliveries, commit and ack what was read, close.
+    async fn drain(
+        self,
+        store: &Store,
+        status: &SinkStatus,
+        in_flight: Option<InFlight>,
+        open: Batch,
+    ) {
+        info!(
+            receipts = open.receipts.len(),
+            "shutting down: stopping consumption and committing the open batch"
+        );
+        let _ = self
+            .channel
+            .basic_cancel(self.consumer.tag(), BasicCancelOptions::default())
+            .await;
+        let flush = async {
+            if let Some(f) = in_flight {
+                ack_committed(f.handle.await, f.meta, status).await?;
+            }
+            if !open.is_empty() {
+                let f = start_write(store, open);
+                ack_committed(f.handle.await, f.meta, status).await?;
+            }
+            Ok::<(), SinkError>(())
+        };
+        match tokio::time::timeout(SHUTDOWN_FLUSH, flush).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = %e, "could not ack the last batch; it will be redelivered"),
+            Err(_) => warn!("store too slow at shutdown; unacked receipts will be redelivered"),
+        }
+        let _ = self
+            .channel
+            .close(200, "receipts sink stopping".into())
+            .await;
+        let _ = self.conn.close(200, "receipts sink stopping".into()).await;
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Hands a closed batch to a writer task.
+fn start_write(store: &Store, batch: Batch) -> InFlight {
+    let meta = BatchMeta {
+        receipts: batch.receipts.len(),
+        messages: batch.messages,
+        opened: batch.opened(),
+        acker: batch.last,
+    };
+    let handle = tokio::spawn(write_until_stored(store.clone(), batch.receipts, batch.bad));
+    InFlight { handle, meta }
+}
+
+/// Writes a batch, retrying with backoff for as long as the store fails: the
+/// receipts exist nowhere else but in unacked messages.
+async fn write_until_stored(
+    store: Store,
+    receipts: Vec<Receipt>,
+    bad: Vec<BadReceipt>,
+) -> WriteStats {
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    let mut failures: u32 = 0;
+    loop {
+        match store.write_batch(&receipts, &bad).await {
+            Ok(stats) => {
+                if failures > 0 {
+                    info!(
+                        failures,
+                        receipts = receipts.len(),
+                        "store write succeeded after retries"
+                    );
+                }
+                return stats;
+            }
+            Err(e) => {
+                failures += 1;
+                let delay_ms = backoff.next_delay().as_millis() as u64;
+                if e.is_transient() {
+                    warn!(error = %e, failures, receipts = receipts.len(), delay_ms, "store write failed; retrying");
+                } else {
+                    error!(error = %e, failures, receipts = receipts.len(), delay_ms,
+                        "store write failed and does not look transient; retrying");
+                }
+                tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+            }
+        }
+    }
+}
+
+/// After a commit: ack every message of the batch at once, and log it.
+async fn ack_committed(
+    joined: Result<WriteStats, tokio::task::JoinError>,
+    meta: BatchMeta,
+    status: &SinkStatus,
+) -> Result<(), SinkError> {
+    let stats =
+        joined.map_err(|e| SinkError::Internal(format!("batch writer task failed: {e}")))?;
+    status.record(&stats);
+    if let Some(acker) = &meta.acker {
+        match acker.ack(BasicAckOptions { multiple: true }).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(SinkError::ConnectionLost(
+                    "the channel closed before the batch could be acked".into(),
+                ));
+            }
+            Err(e) => return Err(SinkError::Amqp(e)),
+        }
+    }
+    let batch_ms = meta
+        .opened
+        .map(|t| t.elapsed().as_millis() as u64)
+        .unwrap_or(0);
+    if stats.quarantined > 0 {
+        warn!(
+            quarantined = stats.quarantined,
+            "quarantined unreadable receipts"
+        );
+    }
+    debug!(
+        receipts = meta.receipts,
+        messages = meta.messages,
+        inserted = stats.inserted,
+        duplicates = stats.duplicates,
+        tasks = stats.tasks,
+        batch_ms,
+        "batch stored"
+    );
+    Ok(())
+}

@@ -1,0 +1,400 @@
+//! Store tests: every scenario runs on a SQLite temp file, and the PostgreSQL
+//! ones on a database of their own (created and dropped per test).
+
+use super::*;
+use broker_topology::ReceiptType;
+use serde_json::json;
+use sqlx::Connection;
+
+/// A whole life: queued, a failed first attempt, a retry that succeeds.
+pub(crate) fn life(task_id: &str, t0: DateTime<Utc>) -> Vec<Receipt> {
+    let ms = |n: i64| t0 + chrono::Duration::milliseconds(n);
+    let mk = |id: &str, t: ReceiptType, parent: Option<&str>, attempt: u32, at: i64| {
+        let mut r = Receipt::new(
+            task_id,
+            "command.execute",
+            t,
+            parent
+                .map(|p| vec![format!("{task_id}-{p}")])
+                .unwrap_or_default(),
+            attempt,
+        )
+        .with_id(format!("{task_id}-{id}"));
+        r.created_at = ms(at);
+        r
+    };
+    vec![
+        mk("q", ReceiptType::Queued, None, 1, 0),
+        mk("a1", ReceiptType::Accepted, Some("q"), 1, 10).with_worker("w1"),
+        mk("f1", ReceiptType::Failure, Some("a1"), 1, 20)
+            .with_worker("w1")
+            .with_body(json!({"error": "exit status 3", "exit_code": 3, "retryable": true})),
+        mk("r1", ReceiptType::RetryScheduled, Some("f1"), 1, 30)
+            .with_worker("w1")
+            .with_body(json!({"error": "exit status 3", "delay_ms": 1000})),
+        mk("a2", ReceiptType::Accepted, Some("r1"), 2, 1040).with_worker("w2"),
+        mk("s2", ReceiptType::Success, Some("a2"), 2, 1050)
+            .with_worker("w2")
+            .with_artifacts(vec![broker_topology::Artifact {
+                path: Some("/tmp/out.txt".into()),
+                size: Some(12),
+                ..Default::default()
+            }])
+            .with_body(json!({"exit_code": 0, "nanos": 1.5})),
+    ]
+}
+
+fn t0() -> DateTime<Utc> {
+    // Nanoseconds on purpose: they must survive the round trip.
+    DateTime::from_timestamp(1_767_225_600, 123_456_789).unwrap()
+}
+
+pub(crate) async fn sqlite_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("receipts.db").display());
+    let store = Store::open(&url).await.unwrap();
+    (dir, store)
+}
+
+/// A PostgreSQL database of its own, dropped (even after a panic) on drop.
+pub(crate) struct PgDb {
+    admin_url: String,
+    name: String,
+    pub(crate) url: String,
+}
+
+impl PgDb {
+    pub(crate) async fn create() -> PgDb {
+        let admin_url = std::env::var("CHIT_TEST_PG")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let name = format!("chit_test_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .expect("PostgreSQL must be running (set CHIT_TEST_PG to its URL)");
+        sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let _ = conn.close().await;
+        let base = admin_url
+            .rsplit_once('/')
+            .map(|(b, _)| b)
+            .unwrap_or(&admin_url);
+        let url = format!("{base}/{name}");
+        PgDb {
+            admin_url,
+            name,
+            url,
+        }
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        let admin_url = self.admin_url.clone();
+        let name = self.name.clone();
+        // Drop runs inside the test's runtime; use a thread with its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url).await {
+                    let _ = sqlx::query(AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut conn)
+                    .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Writes `chain` one receipt per batch in the order given by `order`.
+async fn write_in_order(store: &Store, chain: &[Receipt], order: &[usize]) {
+    for &i in order {
+        store.write_batch(&chain[i..=i], &[]).await.unwrap();
+    }
+}
+
+/// The scenario shared by both backends: three orders, a duplicate
+/// redelivery; returns the final view.
+async fn out_of_order_scenario(store: &Store) -> TaskView {
+    let chain = life("t1", t0());
+    write_in_order(store, &chain, &[5, 3, 0, 4, 1, 2]).await;
+    let view = store.task("t1").await.unwrap().expect("task stored");
+    assert_eq!(view.chain, chain, "whole chain, ordered by created_at");
+    assert_eq!(view.task.state, TaskState::Succeeded);
+    assert_eq!(view.task.attempts, 2);
+    assert_eq!(view.task.worker_id.as_deref(), Some("w2"));
+    assert_eq!(view.task.last_error.as_deref(), Some("exit status 3"));
+    assert_eq!(view.task.first_seen, chain[0].created_at);
+    assert_eq!(view.task.last_update, chain[5].created_at);
+
+    // Same receipts for another task id, in other orders and all at once.
+    for (k, order) in [[0, 1, 2, 3, 4, 5], [2, 4, 0, 5, 1, 3]].iter().enumerate() {
+        let other = life(&format!("t{}", k + 2), t0());
+        write_in_order(store, &other, order).await;
+        let v = store.task(&format!("t{}", k + 2)).await.unwrap().unwrap();
+        let mut expected = view.task.clone();
+        expected.task_id = v.task.task_id.clone();
+        assert_eq!(v.task, expected);
+    }
+
+    // A redelivered batch changes nothing.
+    let before = store.counts().await.unwrap();
+    let stats = store.write_batch(&chain, &[]).await.unwrap();
+    assert_eq!((stats.inserted, stats.duplicates), (0, 6));
+    assert_eq!(store.counts().await.unwrap(), before);
+    assert_eq!(store.task("t1").await.unwrap().unwrap(), view);
+    view
+}
+
+#[tokio::test]
+async fn sqlite_out_of_order_receipts_give_one_state_and_the_whole_chain() {
+    let (_dir, store) = sqlite_store().await;
+    out_of_order_scenario(&store).await;
+    assert!(store.task("nope").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn sqlite_and_postgres_agree() {
+    let (_dir, sqlite) = sqlite_store().await;
+    let db = PgDb::create().await;
+    let pg = Store::open(&db.url).await.unwrap();
+    assert_eq!(pg.kind(), StoreKind::Postgres);
+    let a = out_of_order_scenario(&sqlite).await;
+    let b = out_of_order_scenario(&pg).await;
+    assert_eq!(a, b);
+    let filter = TaskFilter::default();
+    let pa = sqlite.list_tasks(&filter, 10, None).await.unwrap();
+    let pb = pg.list_tasks(&filter, 10, None).await.unwrap();
+    assert_eq!(pa, pb);
+    pg.close().await;
+}
+
+#[tokio::test]
+async fn a_batch_with_repeats_stores_each_receipt_once() {
+    let (_dir, store) = sqlite_store().await;
+    let chain = life("t1", t0());
+    let mut twice = chain.clone();
+    twice.extend(chain.iter().cloned());
+    let stats = store.write_batch(&twice, &[]).await.unwrap();
+    assert_eq!(stats.receipts, 6);
+    assert_eq!(stats.inserted, 6);
+    assert_eq!(stats.tasks, 1);
+    assert_eq!(store.counts().await.unwrap().receipts, 6);
+}
+
+async fn quarantine_scenario(store: &Store) {
+    let bad = vec![
+        BadReceipt {
+            reason: "invalid JSON body: expected value".into(),
+            raw: serde_json::Value::String("{not json".into()),
+        },
+        BadReceipt {
+            reason: "task_id is empty".into(),
+            raw: json!({"receipt_id": "r", "task_id": ""}),
+        },
+    ];
+    let mut nul = life("t\0nul", t0()).remove(0);
+    nul.receipt_id = "r-nul".into();
+    let stats = store.write_batch(&[nul], &bad).await.unwrap();
+    assert_eq!(stats.quarantined, 3);
+    assert_eq!(stats.inserted, 0);
+    // Redelivered: not stored twice.
+    let again = store.write_batch(&[], &bad).await.unwrap();
+    assert_eq!(again.quarantined, 0);
+    let q = store.quarantined(10).await.unwrap();
+    assert_eq!(q.len(), 3);
+    let raw: Vec<&str> = q.iter().map(|r| r.raw.as_str()).collect();
+    assert!(raw.contains(&"{not json"), "{raw:?}");
+    assert!(
+        raw.contains(&r#"{"receipt_id":"r","task_id":""}"#),
+        "{raw:?}"
+    );
+    assert!(q.iter().any(|r| r.reason.contains("NUL")));
+    assert!(q.iter().all(|r| r.id.len() == 64));
+    assert_eq!(store.counts().await.unwrap().quarantined, 3);
+}
+
+#[tokio::test]
+async fn sqlite_quarantine_keeps_bad_input_once() {
+    let (_dir, store) = sqlite_store().await;
+    quarantine_scenario(&store).await;
+}
+
+#[tokio::test]
+async fn postgres_quarantine_keeps_bad_input_once() {
+    let db = PgDb::create().await;
+    let store = Store::open(&db.url).await.unwrap();
+    quarantine_scenario(&store).await;
+    store.close().await;
+}
+
+/// Tasks with some equal `last_update`s, listed in pages of 7.
+async fn pagination_scenario(store: &Store) {
+    let mut receipts = Vec::new();
+    for i in 0..40 {
+        let mut r = Receipt::new(
+            format!("task-{i:02}"),
+            if i % 2 == 0 { "even" } else { "odd" },
+            if i % 3 == 0 {
+                ReceiptType::Success
+            } else {
+                ReceiptType::Queued
+            },
+            vec![],
+            1,
+        );
+        // Groups of four share a time, so the task id has to break ties.
+        r.created_at = t0() + chrono::Duration::seconds(i / 4);
+        receipts.push(r);
+    }
+    store.write_batch(&receipts, &[]).await.unwrap();
+
+    let walk = |filter: TaskFilter| async move {
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = store
+                .list_tasks(&filter, 7, cursor.as_deref())
+                .await
+                .unwrap();
+            assert!(page.tasks.len() <= 7);
+            seen.extend(page.tasks);
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        seen
+    };
+    let all = walk(TaskFilter::default()).await;
+    let ids: Vec<&str> = all.iter().map(|t| t.task_id.as_str()).collect();
+    assert_eq!(ids.len(), 40);
+    let mut expected: Vec<&TaskRow> = all.iter().collect();
+    expected.sort_by(|a, b| {
+        b.last_update
+            .cmp(&a.last_update)
+            .then(a.task_id.cmp(&b.task_id))
+    });
+    assert_eq!(
+        ids,
+        expected
+            .iter()
+            .map(|t| t.task_id.as_str())
+            .collect::<Vec<_>>()
+    );
+    let unique: std::collections::HashSet<&str> = ids.iter().copied().collect();
+    assert_eq!(unique.len(), 40);
+
+    let done = walk(TaskFilter {
+        state: Some(TaskState::Succeeded),
+        task_type: Some("even".into()),
+    })
+    .await;
+    assert_eq!(done.len(), 7); // 0, 6, 12, ..., 36
+    assert!(
+        done.iter()
+            .all(|t| t.state == TaskState::Succeeded && t.task_type == "even")
+    );
+
+    // An exactly full last page has no next cursor.
+    let page = store
+        .list_tasks(&TaskFilter::default(), 40, None)
+        .await
+        .unwrap();
+    assert_eq!((page.tasks.len(), page.next_cursor), (40, None));
+
+    for bad in ["zz", "00", &hex::encode(br#"["yesterday","x"]"#)] {
+        let err = store
+            .list_tasks(&TaskFilter::default(), 7, Some(bad))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, SinkError::BadCursor(_)), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn sqlite_pagination_walks_every_task_once() {
+    let (_dir, store) = sqlite_store().await;
+    pagination_scenario(&store).await;
+}
+
+#[tokio::test]
+async fn postgres_pagination_walks_every_task_once() {
+    let db = PgDb::create().await;
+    let store = Store::open(&db.url).await.unwrap();
+    pagination_scenario(&store).await;
+    store.close().await;
+}
+
+/// More receipts than one statement can bind, written by four writers at once
+/// in different orders.
+async fn big_concurrent_scenario(store: &Store) {
+    let receipts: Vec<Receipt> = (0..1500)
+        .flat_map(|i| life(&format!("big-{i}"), t0()))
+        .collect();
+    assert_eq!(receipts.len(), 9000);
+    let mut writers = Vec::new();
+    for k in 0..4 {
+        let store = store.clone();
+        let mut mine = receipts.clone();
+        mine.rotate_left(k * 2000);
+        if k % 2 == 1 {
+            mine.reverse();
+        }
+        writers.push(tokio::spawn(
+            async move { store.write_batch(&mine, &[]).await },
+        ));
+    }
+    let mut inserted = 0;
+    for w in writers {
+        inserted += w.await.unwrap().unwrap().inserted;
+    }
+    assert_eq!(inserted, 9000);
+    let counts = store.counts().await.unwrap();
+    assert_eq!((counts.receipts, counts.tasks), (9000, 1500));
+    let v = store.task("big-777").await.unwrap().unwrap();
+    assert_eq!(v.task.state, TaskState::Succeeded);
+    assert_eq!(v.chain.len(), 6);
+}
+
+#[tokio::test]
+async fn sqlite_big_concurrent_batches() {
+    let (_dir, store) = sqlite_store().await;
+    big_concurrent_scenario(&store).await;
+}
+
+#[tokio::test]
+async fn postgres_big_concurrent_batches() {
+    let db = PgDb::create().await;
+    let store = Store::open(&db.url).await.unwrap();
+    big_concurrent_scenario(&store).await;
+    store.close().await;
+}
+
+#[tokio::test]
+async fn reopening_keeps_data_and_bad_urls_are_refused() {
+    let (dir, store) = sqlite_store().await;
+    store.write_batch(&life("t1", t0()), &[]).await.unwrap();
+    store.close().await;
+    let url = format!("sqlite://{}", dir.path().join("receipts.db").display());
+    let again = Store::open(&url).await.unwrap();
+    assert_eq!(again.counts().await.unwrap().receipts, 6);
+    again.ping().await.unwrap();
+    let err = Store::open("mysql://x").await.unwrap_err();
+    assert!(matches!(err, SinkError::BadStoreUrl { .. }));
+    assert!(!err.is_transient());
+}
+
+#[tokio::test]
+async fn in_memory_sqlite_works() {
+    let store = Store::open("sqlite::memory:").await.unwrap();
+    store.write_batch(&life("t1", t0()), &[]).await.unwrap();
+    assert_eq!(store.receipts("t1").await.unwrap().len(), 6);
+}

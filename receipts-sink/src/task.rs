@@ -1,0 +1,358 @@
+//! A task as the sink sees it: its state, derived from its receipts so that
+//! the order they arrive in, and any duplicates, make no difference.
+//!
+//! Every receipt gets an *order key*: `(attempt, rank, created_at, receipt_id)`
+//! encoded as one string that sorts the same way. The receipt with the greatest
+//! key sets the task's state; the greatest key among receipts naming a worker
+//! sets the worker; the greatest among failing receipts with an `error` sets
+//! `last_error`. Attempts, first and last times are plain max/min. All of these
+//! are commutative and idempotent, so the store applies them as
+//! `GREATEST`/`LEAST` upserts and a redelivered batch changes nothing.
+
+use broker_topology::{Receipt, ReceiptType};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::fmt;
+
+/// Where a task stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    /// Published and confirmed by the broker; no worker has taken it yet.
+    Queued,
+    /// A worker accepted it and has not reported an outcome.
+    Running,
+    /// The executor finished successfully.
+    Succeeded,
+    /// The latest attempt failed and no retry or dead-lettering is recorded (yet).
+    Failed,
+    /// A retry is scheduled.
+    Retrying,
+    /// Moved to its capability's dead-letter queue.
+    DeadLettered,
+    /// Cancelled.
+    Cancelled,
+}
+
+impl TaskState {
+    /// Every state.
+    pub const ALL: [TaskState; 7] = [
+        TaskState::Queued,
+        TaskState::Running,
+        TaskState::Succeeded,
+        TaskState::Failed,
+        TaskState::Retrying,
+        TaskState::DeadLettered,
+        TaskState::Cancelled,
+    ];
+
+    /// The name used in the store and the API (`dead_lettered`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Queued => "queued",
+            TaskState::Running => "running",
+            TaskState::Succeeded => "succeeded",
+            TaskState::Failed => "failed",
+            TaskState::Retrying => "retrying",
+            TaskState::DeadLettered => "dead_lettered",
+            TaskState::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses a name; `None` for anything else.
+    pub fn parse(s: &str) -> Option<TaskState> {
+        TaskState::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+
+    /// The state a receipt of type `t` puts its task in, when it is the latest.
+    pub fn after(t: ReceiptType) -> TaskState {
+        match t {
+            ReceiptType::Queued => TaskState::Queued,
+            ReceiptType::Accepted => TaskState::Running,
+            ReceiptType::Failure => TaskState::Failed,
+            ReceiptType::RetryScheduled => TaskState::Retrying,
+            ReceiptType::Success => TaskState::Succeeded,
+            ReceiptType::DeadLettered => TaskState::DeadLettered,
+            ReceiptType::Cancelled => TaskState::Cancelled,
+        }
+    }
+}
+
+impl fmt::Display for TaskState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One task's summary row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRow {
+    /// The task id.
+    pub task_id: String,
+    /// Its task type (capability).
+    pub task_type: String,
+    /// Current state.
+    pub state: TaskState,
+    /// Highest attempt number seen.
+    pub attempts: u32,
+    /// Earliest receipt time.
+    pub first_seen: DateTime<Utc>,
+    /// Latest receipt time.
+    pub last_update: DateTime<Utc>,
+    /// Worker of the latest receipt that names one.
+    pub worker_id: Option<String>,
+    /// Error of the latest failure, retry or dead-lettering that gave one.
+    pub last_error: Option<String>,
+}
+
+/// A task and every stored receipt of it, ordered by `created_at` then `receipt_id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskView {
+    /// The summary.
+    pub task: TaskRow,
+    /// The receipts.
+    pub chain: Vec<Receipt>,
+}
+
+/// Which tasks to list; `None` fields do not filter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskFilter {
+    /// Only tasks in this state.
+    pub state: Option<TaskState>,
+    /// Only tasks of this type.
+    pub task_type: Option<String>,
+}
+
+/// One page of a task listing, newest update first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Page {
+    /// The tasks.
+    pub tasks: Vec<TaskRow>,
+    /// Pass back to get the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// How far a receipt type goes within one attempt.
+pub(crate) fn rank(t: ReceiptType) -> u8 {
+    match t {
+        ReceiptType::Queued => 0,
+        ReceiptType::Accepted => 1,
+        ReceiptType::Failure => 2,
+        ReceiptType::RetryScheduled => 3,
+        ReceiptType::Success => 4,
+        ReceiptType::DeadLettered => 5,
+        ReceiptType::Cancelled => 6,
+    }
+}
+
+/// The stored form of a time: RFC 3339 UTC with nanoseconds, fixed width, so
+/// that comparing the strings compares the times.
+pub(crate) fn canonical_time(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Nanos, true)
+}
+
+/// The order key of a receipt (see the module docs).
+pub(crate) fn order_key(r: &Receipt, created_at: &str) -> String {
+    format!(
+        "{:010}{}{}{}",
+        r.attempt,
+        rank(r.receipt_type),
+        created_at,
+        r.receipt_id
+    )
+}
+
+/// The error a failing receipt reports, if any.
+pub(crate) fn receipt_error(r: &Receipt) -> Option<String> {
+    if !matches!(
+        r.receipt_type,
+        ReceiptType::Failure | ReceiptType::DeadLettered | ReceiptType::RetryScheduled
+    ) {
+        return None;
+    }
+    match r.body.get("error")? {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+/// What a batch of receipts contributes to one task row: the upsert's values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TaskDelta {
+    pub(crate) task_id: String,
+    pub(crate) task_type: String,
+    pub(crate) state: TaskState,
+    pub(crate) state_key: String,
+    pub(crate) attempts: u32,
+    pub(crate) first_seen: String,
+    pub(crate) last_update: String,
+    pub(crate) worker_id: Option<String>,
+    pub(crate) worker_key: Option<String>,
+    pub(crate) last_error: Option<String>,
+    pub(crate) error_key: Option<String>,
+}
+
+impl TaskDelta {
+    /// The contribution of one receipt whose canonical `created_at` is given.
+    pub(crate) fn of(r: &Receipt, created_at: &str) -> TaskDelta {
+        let key = order_key(r, created_at);
+        let error = receipt_error(r);
+        TaskDelta {
+            task_id: r.task_id.clone(),
+            task_type: r.task_type.clone(),
+            state: TaskState::after(r.receipt_type),
+            attempts: r.attempt,
+            first_seen: created_at.to_owned(),
+            last_update: created_at.to_owned(),
+            worker_key: r.worker_id.as_ref().map(|_| key.clone()),
+            worker_id: r.worker_id.clone(),
+            error_key: error.as_ref().map(|_| key.clone()),
+            last_error: error,
+            state_key: key,
+        }
+    }
+
+    /// Folds `other` in, exactly as the store's upsert does.
+    pub(crate) fn merge(&mut self, other: TaskDelta) {
+        if other.state_key > self.state_key {
+            self.state = other.state;
+            self.state_key = other.state_key;
+        }
+        self.attempts = self.attempts.max(other.attempts);
+        if other.first_seen < self.first_seen {
+            self.first_seen = other.first_seen;
+        }
+        if other.last_update > self.last_update {
+            self.last_update = other.last_update;
+        }
+        if other.worker_key > self.worker_key {
+            self.worker_key = other.worker_key;
+            self.worker_id = other.worker_id;
+        }
+        if other.error_key > self.error_key {
+            self.error_key = other.error_key;
+            self.last_error = other.last_error;
+        }
+    }
+}
+
+/// One delta per task, sorted by task id (so concurrent writers lock task rows
+/// in the same order).
+pub(crate) fn aggregate<'a>(
+    receipts: impl IntoIterator<Item = (&'a Receipt, &'a str)>,
+) -> Vec<TaskDelta> {
+    let mut by_task: HashMap<&str, TaskDelta> = HashMap::new();
+    for (r, created_at) in receipts {
+        let delta = TaskDelta::of(r, created_at);
+        match by_task.get_mut(r.task_id.as_str()) {
+            Some(acc) => acc.merge(delta),
+            None => {
+                by_task.insert(r.task_id.as_str(), delta);
+            }
+        }
+    }
+    let mut out: Vec<TaskDelta> = by_task.into_values().collect();
+    out.sort_unstable_by(|a, b| a.task_id.cmp(&b.task_id));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_767_225_600 + secs, 0).unwrap()
+    }
+
+    fn r(id: &str, t: ReceiptType, attempt: u32, secs: i64) -> Receipt {
+        let mut r = Receipt::new("t1", "x", t, vec![], attempt).with_id(id);
+        r.created_at = at(secs);
+        r
+    }
+
+    fn fold(receipts: &[Receipt]) -> TaskDelta {
+        let times: Vec<String> = receipts
+            .iter()
+            .map(|r| canonical_time(&r.created_at))
+            .collect();
+        let mut v = aggregate(receipts.iter().zip(times.iter().map(String::as_str)));
+        assert_eq!(v.len(), 1);
+        v.pop().unwrap()
+    }
+
+    #[test]
+    fn states_parse_and_cover_every_receipt_type() {
+        for s in TaskState::ALL {
+            assert_eq!(TaskState::parse(s.as_str()), Some(s));
+            assert_eq!(serde_json::to_value(s).unwrap(), json!(s.as_str()));
+        }
+        assert_eq!(TaskState::parse("done"), None);
+        let mut ranks: Vec<u8> = ReceiptType::ALL.iter().map(|t| rank(*t)).collect();
+        ranks.sort();
+        assert_eq!(ranks, (0..7).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn canonical_times_sort_as_times() {
+        let a = canonical_time(&(at(0) + chrono::Duration::nanoseconds(5)));
+        let b = canonical_time(&at(1));
+        assert_eq!(a.len(), b.len());
+        assert!(a < b);
+        assert_eq!(a, "2026-01-01T00:00:00.000000005Z");
+    }
+
+    #[test]
+    fn every_order_gives_the_same_task() {
+        let chain = vec![
+            r("a", ReceiptType::Queued, 1, 0),
+            r("b", ReceiptType::Accepted, 1, 1).with_worker("w1"),
+            r("c", ReceiptType::Failure, 1, 2)
+                .with_worker("w1")
+                .with_body(json!({"error": "boom"})),
+            r("d", ReceiptType::RetryScheduled, 1, 3)
+                .with_body(json!({"error": "boom", "delay_ms": 10})),
+            r("e", ReceiptType::Accepted, 2, 4).with_worker("w2"),
+            r("f", ReceiptType::Success, 2, 5).with_worker("w2"),
+        ];
+        let expected = fold(&chain);
+        assert_eq!(expected.state, TaskState::Succeeded);
+        assert_eq!(expected.attempts, 2);
+        assert_eq!(expected.worker_id.as_deref(), Some("w2"));
+        assert_eq!(expected.last_error.as_deref(), Some("boom"));
+        assert_eq!(expected.first_seen, canonical_time(&at(0)));
+        assert_eq!(expected.last_update, canonical_time(&at(5)));
+        // Reversed, rotated, and with duplicates: same result.
+        let mut rev = chain.clone();
+        rev.reverse();
+        assert_eq!(fold(&rev), expected);
+        for k in 1..chain.len() {
+            let mut rot = chain.clone();
+            rot.rotate_left(k);
+            rot.extend(chain[..k].iter().cloned());
+            assert_eq!(fold(&rot), expected);
+        }
+    }
+
+    #[test]
+    fn a_late_failure_of_an_old_attempt_does_not_win() {
+        let chain = vec![
+            r("e", ReceiptType::Accepted, 2, 4),
+            r("c", ReceiptType::Failure, 1, 9).with_body(json!({"error": "late"})),
+        ];
+        let t = fold(&chain);
+        assert_eq!(t.state, TaskState::Running);
+        assert_eq!(t.last_error.as_deref(), Some("late"));
+        assert_eq!(t.last_update, canonical_time(&at(9)));
+    }
+
+    #[test]
+    fn errors_come_only_from_failing_receipts() {
+        let ok = r("a", ReceiptType::Success, 1, 0).with_body(json!({"error": "ignored"}));
+        assert_eq!(receipt_error(&ok), None);
+        let obj = r("b", ReceiptType::DeadLettered, 1, 0).with_body(json!({"error": {"code": 3}}));
+        assert_eq!(receipt_error(&obj).as_deref(), Some(r#"{"code":3}"#));
+    }
+}
