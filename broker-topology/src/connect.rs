@@ -50,10 +50,14 @@ pub async fn connect(url: &str, name: &str) -> Result<Connection, Error> {
     let uri = parse_url(url)?;
     let props = ConnectionProperties::default().with_connection_name(name.into());
     Connection::connect_uri(uri, props).await.map_err(|e| {
-        Error::new(
-            ErrorKind::Connection,
-            format!("cannot connect to {}: {e}", redact(url)),
-        )
+        // Refused credentials or a missing vhost will not fix themselves.
+        let text = e.to_string();
+        let kind = if text.contains("ACCESS_REFUSED") || text.contains("NOT_ALLOWED") {
+            ErrorKind::Broker
+        } else {
+            ErrorKind::Connection
+        };
+        Error::new(kind, format!("cannot connect to {}: {e}", redact(url)))
     })
 }
 

@@ -146,7 +146,18 @@ impl BrokerLink {
 
     async fn open(&self) -> Result<Session, Error> {
         let connection = connect(&self.url, &self.name).await?;
-        self.topology.apply(&connection).await?;
+        if let Err(e) = self.topology.apply(&connection).await {
+            let _ = connection.close(200, "topology not applied".into()).await;
+            // Only a conflict needs an operator; anything else (a queue whose
+            // node is still starting after a restart, say) passes with time.
+            return Err(match e.kind() {
+                ErrorKind::Inequivalent { .. } => e,
+                _ => Error::new(
+                    ErrorKind::Connection,
+                    format!("declaring the topology: {e}"),
+                ),
+            });
+        }
         let publisher = connection
             .create_channel()
             .await

@@ -116,13 +116,15 @@ impl Producer {
             let session = match self.link.session_until(Some(deadline)).await {
                 Ok(s) => s,
                 Err(e) => {
-                    let err = PublishError::new(
-                        PublishErrorKind::Unavailable,
+                    let message = if e.is_transient() {
                         format!(
                             "no broker confirm within {:?}: {e}",
                             self.config.publish_deadline
-                        ),
-                    );
+                        )
+                    } else {
+                        format!("cannot publish: {e}")
+                    };
+                    let err = PublishError::new(PublishErrorKind::Unavailable, message);
                     for i in todo.drain(..) {
                         results[i] = Some(Err(err.clone()));
                     }

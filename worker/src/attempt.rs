@@ -40,11 +40,16 @@ pub(crate) struct Shared {
 }
 
 /// Runs one delivery to its end. `leases` is the book of the channel it came on.
-pub(crate) async fn run(
+///
+/// `slot` is the concurrency permit: it is given back as soon as the executor
+/// is done, so waiting for the final receipt's confirm does not hold a slot
+/// (the lease itself stays open until the ack, bounded by the prefetch).
+pub(crate) async fn run<S: Send>(
     shared: Arc<Shared>,
     served: Arc<Served>,
     delivery: Delivery,
     leases: LeaseBook,
+    slot: S,
 ) {
     let ParsedEnvelope {
         envelope: mut env,
@@ -91,6 +96,7 @@ pub(crate) async fn run(
         tracing::debug!("accepted");
 
         let outcome = execute(&shared, &served, &env, problem, &delivery.data).await;
+        drop(slot);
         let settle = finish(&shared, &served, &env, &accepted, &delivery, outcome).await;
         if let Some(how) = settle {
             leases.settle(tag, how);

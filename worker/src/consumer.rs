@@ -148,8 +148,7 @@ impl Loop {
             let served = self.served[i].clone();
             let leases = leases.clone();
             tokio::spawn(async move {
-                attempt::run(shared, served, delivery, leases).await;
-                drop(permit);
+                attempt::run(shared, served, delivery, leases, permit).await;
             });
         }
     }

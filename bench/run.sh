@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# chit's end-to-end benchmark, in one command. On the local RabbitMQ it
+#   1. measures the raw AMQP ceiling in this run: one bare lapin publisher and
+#      one consumer on a quorum queue (persistent, pipelined confirms, manual acks);
+#   2. runs chit end to end: publish -> worker (noop executor) -> receipts stored
+#      by the sink in SQLite, counting only tasks whose success receipt is
+#      committed; at saturation, at a fixed 1,000 tasks/s, and across worker
+#      concurrencies (for the plot);
+#   3. runs Celery on the same broker (bench/celery/run.sh), unless
+#      BENCH_SKIP_CELERY=1.
+# Each chit run gets a vhost and a SQLite file of its own, removed afterwards.
+# Broker messages per task come from the broker's own statistics (the
+# management plugin, enabled here if it is not). Results go to bench/out/;
+# the plot to docs/benchmarks-throughput.svg. The last line printed is JSON.
+#
+# Usage: bench/run.sh    (BENCH_TASKS=50000 BENCH_SKIP_CELERY=1 BENCH_SWEEP="1 4 16 64 256")
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+out=$here/out
+mkdir -p "$out"
+tasks=${BENCH_TASKS:-50000}
+sweep=${BENCH_SWEEP:-"1 4 16 64 256"}
+log() { printf 'bench: %s\n' "$*" >&2; }
+
+"$root/deploy/local/ensure-services.sh" --with-python >&2
+log "building (release)"
+(cd "$root" && cargo build --release -q -p chit -p chit-bench)
+bin=$root/target/release
+
+if ! rabbitmq-plugins -q list -e rabbitmq_management | grep -q rabbitmq_management; then
+    log "enabling rabbitmq_management for the broker's message statistics"
+    rabbitmq-plugins -q enable rabbitmq_management >&2
+fi
+for _ in $(seq 1 60); do
+    curl -fs -u guest:guest http://127.0.0.1:15672/api/overview >/dev/null && break
+    sleep 1
+done
+
+vhosts=()
+cleanup() {
+    for v in "${vhosts[@]}"; do rabbitmqctl -q delete_vhost "$v" >/dev/null 2>&1 || true; done
+    jobs -p | xargs -r kill 2>/dev/null || true
+}
+trap cleanup EXIT
+
+new_vhost() {
+    local v=chit-bench-$1-$RANDOM$RANDOM
+    rabbitmqctl -q add_vhost "$v" >/dev/null
+    rabbitmqctl -q set_permissions -p "$v" guest '.*' '.*' '.*' >/dev/null
+    vhosts+=("$v")
+    echo "$v"
+}
+
+published_messages() { # messages published into the vhost's exchanges, per the broker
+    curl -fs -u guest:guest "http://127.0.0.1:15672/api/vhosts/$1" |
+        python3 -c 'import json,sys; print(json.load(sys.stdin).get("message_stats",{}).get("publish",0))'
+}
+
+hwm_mb() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+
+# chit_run NAME CONCURRENCY TASKS RATE -> JSON line with the run's figures
+chit_run() {
+    local name=$1 conc=$2 n=$3 rate=$4
+    local v; v=$(new_vhost "$name")
+    local url=amqp://guest:guest@127.0.0.1:5672/$v
+    local db=$out/$v.db
+    "$bin/chit" topology apply --amqp-url "$url" --capability noop >/dev/null
+    CHIT_LOG=warn "$bin/chit" sink --amqp-url "$url" --store "sqlite://$db" --http 127.0.0.1:0 2>"$out/$v.sink.log" &
+    local sink=$!
+    CHIT_LOG=warn "$bin/chit" worker --amqp-url "$url" --capability noop --concurrency "$conc" \
+        --prefetch $((conc * 2 > 100 ? conc * 2 : 100)) 2>"$out/$v.worker.log" &
+    local worker=$!
+    # Both consumers subscribed before the clock starts.
+    for _ in $(seq 1 100); do
+        [ "$(rabbitmqctl -q list_consumers -p "$v" 2>/dev/null | wc -l)" -ge 3 ] && break
+        sleep 0.1
+    done
+    local result
+    result=$("$bin/drive" --amqp-url "$url" --store "$db" --tasks "$n" --rate "$rate")
+    local wrss srss
+    wrss=$(hwm_mb "$worker"); srss=$(hwm_mb "$sink")
+    kill -TERM "$worker" "$sink"; wait "$worker" "$sink" 2>/dev/null || true
+    sleep 6 # the broker's statistics are collected every 5 s
+    local msgs; msgs=$(published_messages "$v")
+    rm -f "$db" "$db-wal" "$db-shm"
+    python3 -c '
+import json,sys
+r=json.loads(sys.argv[1]); r.update(name=sys.argv[2], concurrency=int(sys.argv[3]),
+  worker_rss_mb=float(sys.argv[4]), sink_rss_mb=float(sys.argv[5]),
+  broker_msgs_per_task=round(int(sys.argv[6])/r["tasks"], 3))
+print(json.dumps(r))' "$result" "$name" "$conc" "$wrss" "$srss" "$msgs"
+}
+
+log "raw ceiling (quorum queue, 10 s)"
+v=$(new_vhost ceiling)
+ceiling=$("$bin/ceiling" --amqp-url "amqp://guest:guest@127.0.0.1:5672/$v" --seconds 10)
+raw_latency=$("$bin/ceiling" --amqp-url "amqp://guest:guest@127.0.0.1:5672/$v" --seconds 10 --latency-at-rate 1000)
+log "ceiling: $ceiling; raw latency at 1k/s: $raw_latency"
+
+log "chit at saturation ($tasks tasks, concurrency 256)"
+saturation=$(chit_run saturation 256 "$tasks" 0)
+log "$saturation"
+log "chit at 1,000 tasks/s offered (10 s)"
+at1k=$(chit_run rate1k 64 10000 1000)
+log "$at1k"
+
+: >"$out/sweep.jsonl"
+for c in $sweep; do
+    n=$((c * 2000)); [ "$n" -gt 20000 ] && n=20000; [ "$n" -lt 2000 ] && n=2000
+    log "sweep: concurrency $c ($n tasks)"
+    chit_run "sweep$c" "$c" "$n" 0 | tee -a "$out/sweep.jsonl" >&2
+done
+
+celery='{}'
+if [ "${BENCH_SKIP_CELERY:-0}" != 1 ]; then
+    log "Celery (acks_late, track_started, SQLite results, 2 processes)"
+    celery=$("$here/celery/run.sh" | tail -n 1)
+    log "$celery"
+fi
+
+python3 "$here/plot.py" "$out/sweep.jsonl" "$root/docs/benchmarks-throughput.svg"
+python3 - "$ceiling" "$raw_latency" "$saturation" "$at1k" "$celery" "$out/results.json" <<'PY'
+import json, sys
+ceiling, raw, sat, k1, celery = (json.loads(a) for a in sys.argv[1:6])
+ceil = ceiling["ceiling_msgs_per_sec"]
+summary = {
+    "tasks_per_sec": sat["tasks_per_sec"],
+    "ceiling_msgs_per_sec": ceil,
+    "ratio": round(sat["tasks_per_sec"] / ceil, 3),
+    "p50_ms": round(sat["final_p50_ms"], 2),
+    "p99_ms": round(sat["final_p99_ms"], 2),
+    "p50_ms_at_1k": round(k1["final_p50_ms"], 2),
+    "p95_ms_at_1k": round(k1["final_p95_ms"], 2),
+    "p99_ms_at_1k": round(k1["final_p99_ms"], 2),
+    "stored_p99_ms_at_1k": round(k1["stored_p99_ms"], 2),
+    "raw_p99_ms_at_1k": round(raw["raw_p99_ms"], 2),
+    "broker_msgs_per_task": sat["broker_msgs_per_task"],
+    "worker_rss_mb": sat["worker_rss_mb"],
+    "sink_rss_mb": sat["sink_rss_mb"],
+    "celery_tasks_per_sec": celery.get("celery_tasks_per_sec"),
+    "vs_celery": round(sat["tasks_per_sec"] / celery["celery_tasks_per_sec"], 1) if celery.get("celery_tasks_per_sec") else None,
+}
+json.dump({"summary": summary, "ceiling": ceiling, "raw_latency": raw, "saturation": sat, "at_1k": k1, "celery": celery},
+          open(sys.argv[6], "w"), indent=2)
+print(json.dumps(summary))
+PY
