@@ -353,6 +353,34 @@ async fn broken_body_is_dead_lettered_with_a_failure_receipt_and_worker_stays_up
         (queue_depth(&vhost, &names::dead_letter_queue("command.execute")).await == 2).then_some(())
     })
     .await;
+    // The dead-letter copies keep what the publisher sent, content type included.
+    let mut content_types = Vec::new();
+    for _ in 0..2 {
+        let m = ch
+            .basic_get(
+                names::dead_letter_queue("command.execute").as_str().into(),
+                lapin::options::BasicGetOptions::default(),
+            )
+            .await
+            .unwrap()
+            .expect("a dead letter");
+        content_types.push(
+            m.delivery
+                .properties
+                .content_type()
+                .as_ref()
+                .map(|c| c.to_string()),
+        );
+        m.delivery
+            .acker
+            .ack(lapin::options::BasicAckOptions::default())
+            .await
+            .unwrap();
+    }
+    assert!(
+        content_types.contains(&Some("text/xml".to_string())),
+        "{content_types:?}"
+    );
     // Still serving.
     let p = producer
         .publish(TaskSpec::json("command.execute", &json!({"command": "true"})).unwrap())

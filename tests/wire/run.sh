@@ -15,9 +15,12 @@ set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
+if [ -n "${CHIT_BIN:-}" ] && [ "${CHIT_BIN#/}" = "$CHIT_BIN" ]; then
+    CHIT_BIN="$PWD/$CHIT_BIN"
+fi
+CHIT_BIN="${CHIT_BIN:-$root/target/debug/chit}"
 cd "$root"
 
-CHIT_BIN="${CHIT_BIN:-target/debug/chit}"
 if [ ! -x "$CHIT_BIN" ]; then
     if ! command -v cargo >/dev/null 2>&1 && [ -x "${HOME:-/root}/.cargo/bin/cargo" ]; then
         export PATH="${HOME:-/root}/.cargo/bin:$PATH"
@@ -25,7 +28,6 @@ if [ ! -x "$CHIT_BIN" ]; then
     echo "run.sh: $CHIT_BIN is missing; building it" >&2
     cargo build -p chit
 fi
-CHIT_BIN="$(cd "$(dirname "$CHIT_BIN")" && pwd)/$(basename "$CHIT_BIN")"
 
 venv="$here/.venv"
 if [ ! -x "$venv/bin/python" ]; then
@@ -75,5 +77,8 @@ worker_pid=$!
 
 mkdir -p "$work/out"
 cd "$here"
-CHIT_WIRE_AMQP_URL="$url" CHIT_WIRE_OUT="$work/out" CHIT_WIRE_WORKER_PID="$worker_pid" \
-    "$venv/bin/python" -m unittest -v
+# shellcheck disable=SC1091
+. "$venv/bin/activate"
+export CHIT_WIRE_AMQP_URL="$url" CHIT_WIRE_OUT="$work/out" CHIT_WIRE_WORKER_PID="$worker_pid"
+export PYTHONDONTWRITEBYTECODE=1
+python -m unittest -v

@@ -18,8 +18,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Confirmation};
 use producer::ReceiptPublisher;
 use serde_json::{Value, json};
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
 
@@ -35,8 +34,6 @@ pub(crate) struct Shared {
     pub(crate) link: Arc<BrokerLink>,
     pub(crate) receipts: ReceiptPublisher,
     pub(crate) cancels: CancelBook,
-    /// Delay queues declared on the current connection generation.
-    pub(crate) delay_queues: Mutex<HashSet<(u64, String)>>,
 }
 
 /// Runs one delivery to its end. `leases` is the book of the channel it came on.
@@ -113,6 +110,10 @@ async fn execute(
     problem: Option<broker_topology::Error>,
     body: &[u8],
 ) -> Result<Outcome, ExecError> {
+    // A cancelled task is skipped whatever its payload holds.
+    if let Some(force) = shared.cancels.cancelled(&env.task_id) {
+        return Err(ExecError::from_cancel(CancelReason::Cancelled { force }));
+    }
     if let Some(p) = problem {
         return Err(ExecError::invalid(p.to_string()));
     }
@@ -129,9 +130,6 @@ async fn execute(
     let payload = codec::decode_payload(body, env.content_type)
         .map_err(|e| ExecError::invalid(e.to_string()))?;
     served.executor.validate(&payload)?;
-    if let Some(force) = shared.cancels.cancelled(&env.task_id) {
-        return Err(ExecError::from_cancel(CancelReason::Cancelled { force }));
-    }
     let timeout = env
         .timeout_ms
         .map(Duration::from_millis)
@@ -229,8 +227,8 @@ async fn finish(
         if let Err(e) =
             publish_delayed(shared, &env.task_type, delay_ms, &delivery.data, props).await
         {
-            tracing::warn!(error = %e, "could not schedule the retry; leaving the lease for redelivery");
-            return None;
+            tracing::warn!(error = %e, "could not schedule the retry; returning the task to its queue");
+            return Some(Settle::Requeue);
         }
         tracing::info!(outcome = "retry_scheduled", delay_ms, error = %err, "task failed; retry scheduled");
         confirm(shared, vec![failure, scheduled]).await
@@ -246,8 +244,8 @@ async fn finish(
         last.parent_receipt_id = Some(dead.receipt_id.clone());
         let props = republish_properties(&delivery.properties, &last, Some(&err.message));
         if let Err(e) = publish_dead_letter(shared, &env.task_type, &delivery.data, props).await {
-            tracing::warn!(error = %e, "could not dead-letter the task; leaving the lease for redelivery");
-            return None;
+            tracing::warn!(error = %e, "could not dead-letter the task; returning it to its queue");
+            return Some(Settle::Requeue);
         }
         tracing::warn!(outcome = "dead_lettered", error = %err, "task dead-lettered");
         confirm(shared, vec![failure, dead]).await
@@ -302,8 +300,9 @@ const BROKER_HEADERS: [&str; 5] = [
     "x-first-death-reason",
 ];
 
-/// The original properties with the envelope's chit headers on top, so
-/// headers a foreign publisher set survive a retry or a dead letter.
+/// The original properties (content type, correlation id, reply-to, ...)
+/// with the envelope's identity and chit headers on top, so what a foreign
+/// publisher set survives a retry or a dead letter.
 fn republish_properties(
     original: &BasicProperties,
     env: &TaskEnvelope,
@@ -330,7 +329,20 @@ fn republish_properties(
             AMQPValue::LongString(LongString::from(e.as_str())),
         );
     }
-    fresh.with_headers(headers)
+    let mut props = original
+        .clone()
+        .with_message_id(env.task_id.as_str().into())
+        .with_delivery_mode(2)
+        .with_headers(headers);
+    if original.kind().is_none() {
+        props = props.with_type(env.task_type.as_str().into());
+    }
+    if original.timestamp().is_none() {
+        if let Some(ts) = fresh.timestamp() {
+            props = props.with_timestamp(*ts);
+        }
+    }
+    props
 }
 
 async fn publish_delayed(
@@ -342,26 +354,17 @@ async fn publish_delayed(
 ) -> Result<(), String> {
     let session = shared.link.session().await.map_err(|e| e.to_string())?;
     let decl = Topology::delay_queue(capability, delay_ms);
-    let key = (session.generation, decl.name.clone());
-    let known = shared
-        .delay_queues
-        .lock()
-        .expect("delay queues")
-        .contains(&key);
-    if !known {
-        let t = Topology {
-            queues: vec![decl.clone()],
-            ..Topology::default()
-        };
-        t.apply(&session.connection)
-            .await
-            .map_err(|e| e.to_string())?;
-        shared
-            .delay_queues
-            .lock()
-            .expect("delay queues")
-            .insert(key);
-    }
+    // Declared before every publish: a redeclare restarts the queue's
+    // x-expires clock, and x-expires is longer than the delay, so the queue
+    // cannot expire while this message waits in it. Retries are rare enough
+    // for the extra round trip.
+    let t = Topology {
+        queues: vec![decl.clone()],
+        ..Topology::default()
+    };
+    t.apply(&session.connection)
+        .await
+        .map_err(|e| e.to_string())?;
     publish_confirmed(&session.publisher, "", &decl.name, body, props).await
 }
 

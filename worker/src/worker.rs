@@ -10,7 +10,7 @@ use crate::shutdown::shutdown;
 use broker_topology::{BrokerLink, Topology, names};
 use producer::ReceiptPublisher;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// RabbitMQ's default `consumer_timeout` (30 minutes): a delivery held longer
@@ -78,7 +78,6 @@ pub async fn run(
         link: link.clone(),
         receipts,
         cancels: CancelBook::default(),
-        delay_queues: Mutex::new(Default::default()),
     });
     tracing::info!(worker_id = %config.worker_id, concurrency = config.concurrency, "worker starting");
     let (trigger, signal) = shutdown();
