@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The one command that runs chit's whole test suite on this machine:
+# services first (deploy/local/ensure-services.sh), then formatting, build and
+# every test target of the workspace. Broker tests always run: if RabbitMQ or
+# PostgreSQL cannot be brought up, this fails instead of skipping them.
+#
+# Usage: deploy/local/test.sh [ARGS for cargo test...]
+#   e.g. deploy/local/test.sh -- --nocapture
+#        deploy/local/test.sh --test pipeline
+set -euo pipefail
+
+cd "$(dirname "$0")/../.."
+if ! command -v cargo >/dev/null 2>&1 && [ -x "${HOME:-/root}/.cargo/bin/cargo" ]; then
+    export PATH="${HOME:-/root}/.cargo/bin:$PATH"
+fi
+export RUST_BACKTRACE=1
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "services"
+deploy/local/ensure-services.sh --with-python
+
+step "cargo fmt --all -- --check"
+if ! cargo fmt --version >/dev/null 2>&1; then
+    echo "test.sh: rustfmt is missing; install it with: rustup component add rustfmt" >&2
+    exit 1
+fi
+cargo fmt --all -- --check
+
+step "cargo build --workspace --all-targets"
+cargo build --workspace --all-targets
+
+step "wire-protocol tests: a Python client with pika only (tests/wire)"
+CHIT_BIN="$PWD/target/debug/chit" tests/wire/run.sh
+
+step "cargo test --workspace --all-targets $*"
+cargo test --workspace --all-targets "$@"
