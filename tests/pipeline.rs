@@ -581,3 +581,99 @@ async fn queue_with_other_arguments_gets_a_clear_message() {
         "{stdout}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chit_dev_runs_a_worker_and_a_sink_and_task_show_draws_the_chain() {
+    let vhost = Vhost::create();
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let api = format!("http://127.0.0.1:{port}");
+    let mut dev = chit();
+    dev.args([
+        "dev",
+        "--amqp-url",
+        &vhost.url,
+        "--http",
+        &format!("127.0.0.1:{port}"),
+    ]);
+    dev.args([
+        "--store",
+        &format!("sqlite://{}", dir.path().join("r.db").display()),
+    ]);
+    let _dev = ChildGuard::spawn(dev);
+    let out = dir.path().join("hello.json");
+    let payload =
+        json!({"command": "echo hello", "output_path": out.to_str().unwrap()}).to_string();
+    let task_id = wait_for("chit dev to declare the topology", WAIT, || {
+        let o = chit()
+            .args([
+                "publish",
+                "command.execute",
+                "--amqp-url",
+                &vhost.url,
+                "--payload",
+                &payload,
+                "--deadline-secs",
+                "2",
+            ])
+            .output()
+            .unwrap();
+        async move {
+            o.status
+                .success()
+                .then(|| String::from_utf8(o.stdout).unwrap().trim().to_owned())
+        }
+    })
+    .await;
+    let tree = wait_for("the stored chain", WAIT, || {
+        let o = chit()
+            .args(["task", "show", &task_id, "--api", &api])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        async move { (o.status.success() && text.contains("success")).then_some(text) }
+    })
+    .await;
+    let pos = |word: &str| {
+        tree.find(word)
+            .unwrap_or_else(|| panic!("{word} missing from:\n{tree}"))
+    };
+    assert!(
+        pos("queued") < pos("accepted") && pos("accepted") < pos("success"),
+        "{tree}"
+    );
+    assert!(tree.contains(&task_id), "{tree}");
+    let o = chit()
+        .args(["task", "show", &task_id, "--api", &api, "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["task"]["state"], "succeeded");
+    assert_eq!(v["chain"].as_array().unwrap().len(), 3);
+    let o = chit()
+        .args(["task", "list", "--api", &api, "--state", "succeeded"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&task_id));
+    let o = chit()
+        .args(["task", "list", "--api", &api, "--state", "finished"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("finished") && err.contains("HTTP 400"),
+        "{err}"
+    );
+    let o = chit()
+        .args(["task", "show", "no-such-task", "--api", &api])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("404"));
+    assert!(out.exists());
+}
