@@ -240,7 +240,12 @@ struct DevArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    // Long-running parts log their lifecycle; one-shot commands only problems.
+    let long_running = matches!(
+        cli.command,
+        Command::Worker(_) | Command::Sink(_) | Command::Dev(_)
+    );
+    init_tracing(if long_running { "info" } else { "warn" });
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
@@ -251,10 +256,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
+fn init_tracing(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CHIT_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,lapin=off,sqlx=warn"));
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(format!("{level},lapin=off,sqlx=warn"))
+        });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
