@@ -18,14 +18,35 @@ use support::{ChildGuard, chit, wait_for};
 
 fn sink(url: &str, store: &str) -> ChildGuard {
     let mut cmd = chit();
-    cmd.args(["sink", "--amqp-url", url, "--store", store, "--http", "127.0.0.1:0"]);
+    cmd.args([
+        "sink",
+        "--amqp-url",
+        url,
+        "--store",
+        store,
+        "--http",
+        "127.0.0.1:0",
+    ]);
     ChildGuard::spawn(cmd)
 }
 
 fn worker(url: &str, capability: &str, concurrency: usize, prefetch: usize) -> ChildGuard {
     let mut cmd = chit();
-    cmd.args(["worker", "--amqp-url", url, "--capability", capability, "--worker-id", "survivor"]);
-    cmd.args(["--concurrency", &concurrency.to_string(), "--prefetch", &prefetch.to_string()]);
+    cmd.args([
+        "worker",
+        "--amqp-url",
+        url,
+        "--capability",
+        capability,
+        "--worker-id",
+        "survivor",
+    ]);
+    cmd.args([
+        "--concurrency",
+        &concurrency.to_string(),
+        "--prefetch",
+        &prefetch.to_string(),
+    ]);
     ChildGuard::spawn(cmd)
 }
 
@@ -37,7 +58,10 @@ async fn two_broker_restarts_during_2000_tasks_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store_url = format!("sqlite://{}", dir.path().join("receipts.db").display());
     let conn = broker_topology::connect(&url, "test").await.unwrap();
-    Topology::for_capabilities(&[Capability::new("command.execute").unwrap()]).apply(&conn).await.unwrap();
+    Topology::for_capabilities(&[Capability::new("command.execute").unwrap()])
+        .apply(&conn)
+        .await
+        .unwrap();
     drop(conn);
     let mut sink = sink(&url, &store_url);
     let mut worker = worker(&url, "command.execute", 16, 32);
@@ -53,7 +77,10 @@ async fn two_broker_restarts_during_2000_tasks_lose_nothing() {
                 .map(|_| TaskSpec::json("command.execute", &json!({"command": "true"})).unwrap())
                 .collect();
             for r in producer.publish_many(chunk, |_| {}).await {
-                ids.push(r.expect("every publish is confirmed, outage or not").task_id);
+                ids.push(
+                    r.expect("every publish is confirmed, outage or not")
+                        .task_id,
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -62,10 +89,14 @@ async fn two_broker_restarts_during_2000_tasks_lose_nothing() {
     let store = Store::open(&store_url).await.unwrap();
     let mut restarts = 0;
     for threshold in [300u64, 1000] {
-        wait_for("progress before the restart", Duration::from_secs(120), || async {
-            let n = store.counts().await.map(|c| c.receipts).unwrap_or(0);
-            (n >= threshold * 3).then_some(())
-        })
+        wait_for(
+            "progress before the restart",
+            Duration::from_secs(120),
+            || async {
+                let n = store.counts().await.map(|c| c.receipts).unwrap_or(0);
+                (n >= threshold * 3).then_some(())
+            },
+        )
         .await;
         node.stop();
         node.start_again();
@@ -81,22 +112,43 @@ async fn two_broker_restarts_during_2000_tasks_lose_nothing() {
             match store.task(id).await.unwrap() {
                 Some(v) if v.task.state == TaskState::Succeeded => break v,
                 other => {
-                    assert!(Instant::now() < deadline, "task {id} did not succeed: {other:#?}");
+                    assert!(
+                        Instant::now() < deadline,
+                        "task {id} did not succeed: {other:#?}"
+                    );
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
         };
-        *states.entry(view.task.state.as_str().to_owned()).or_default() += 1;
-        let accepted = view.chain.iter().filter(|r| r.receipt_type == ReceiptType::Accepted).count();
-        assert!(view.chain.iter().any(|r| r.receipt_type == ReceiptType::Success));
+        *states
+            .entry(view.task.state.as_str().to_owned())
+            .or_default() += 1;
+        let accepted = view
+            .chain
+            .iter()
+            .filter(|r| r.receipt_type == ReceiptType::Accepted)
+            .count();
+        assert!(
+            view.chain
+                .iter()
+                .any(|r| r.receipt_type == ReceiptType::Success)
+        );
         if accepted > 1 {
             rerun += 1;
         }
     }
     assert_eq!(states.get("succeeded"), Some(&TASKS), "{states:?}");
-    eprintln!("broker restarts: tasks={TASKS} restarts={restarts} succeeded={TASKS} lost=0 rerun_visible={rerun}");
-    assert!(worker.0.try_wait().unwrap().is_none(), "the worker survived both restarts");
-    assert!(sink.0.try_wait().unwrap().is_none(), "the sink survived both restarts");
+    eprintln!(
+        "broker restarts: tasks={TASKS} restarts={restarts} succeeded={TASKS} lost=0 rerun_visible={rerun}"
+    );
+    assert!(
+        worker.0.try_wait().unwrap().is_none(),
+        "the worker survived both restarts"
+    );
+    assert!(
+        sink.0.try_wait().unwrap().is_none(),
+        "the sink survived both restarts"
+    );
 }
 
 fn vm_rss_kb(pid: i32) -> u64 {
@@ -116,9 +168,14 @@ async fn a_blocked_broker_stops_the_worker_taking_work_and_memory_stays_bounded(
     let node = BrokerNode::start(BrokerOpts::default());
     let url = node.amqp_url();
     let conn = broker_topology::connect(&url, "test").await.unwrap();
-    Topology::for_capabilities(&[Capability::new("noop").unwrap()]).apply(&conn).await.unwrap();
+    Topology::for_capabilities(&[Capability::new("noop").unwrap()])
+        .apply(&conn)
+        .await
+        .unwrap();
     let producer = Producer::new(ProducerConfig::new(&url));
-    let tasks: Vec<_> = (0..TASKS).map(|_| TaskSpec::json("noop", &json!({"pad": "x".repeat(200)})).unwrap()).collect();
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|_| TaskSpec::json("noop", &json!({"pad": "x".repeat(200)})).unwrap())
+        .collect();
     for r in producer.publish_many(tasks, |_| {}).await {
         r.unwrap();
     }
@@ -127,34 +184,51 @@ async fn a_blocked_broker_stops_the_worker_taking_work_and_memory_stays_bounded(
     let w = worker(&url, "noop", 64, PREFETCH);
     let ch = conn.create_channel().await.unwrap();
     let depth = || async {
-        ch.queue_declare(names::task_queue("noop").as_str().into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
-            .await
-            .unwrap()
-            .message_count() as usize
+        ch.queue_declare(
+            names::task_queue("noop").as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap()
+        .message_count() as usize
     };
     // The worker takes at most its prefetch, then nothing more.
-    wait_for("the worker to fill its prefetch", Duration::from_secs(60), || async {
-        (depth().await <= TASKS - PREFETCH).then_some(())
-    })
+    wait_for(
+        "the worker to fill its prefetch",
+        Duration::from_secs(60),
+        || async { (depth().await <= TASKS - PREFETCH).then_some(()) },
+    )
     .await;
     let mut peak = 0;
     for _ in 0..20 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         peak = peak.max(vm_rss_kb(w.pid()));
-        assert_eq!(depth().await, TASKS - PREFETCH, "no delivery beyond the prefetch while blocked");
+        assert_eq!(
+            depth().await,
+            TASKS - PREFETCH,
+            "no delivery beyond the prefetch while blocked"
+        );
     }
     assert!(peak < 64 * 1024, "worker RSS {peak} kB while blocked");
     node.set_memory_watermark(0.4);
-    wait_for("every task done after the alarm clears", Duration::from_secs(120), || async {
-        let unacked = node.ctl(&["list_queues", "-q", "name", "messages"]);
-        let n: usize = unacked
-            .lines()
-            .find(|l| l.starts_with(&names::task_queue("noop")))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(usize::MAX);
-        (n == 0).then_some(())
-    })
+    wait_for(
+        "every task done after the alarm clears",
+        Duration::from_secs(120),
+        || async {
+            let unacked = node.ctl(&["list_queues", "-q", "name", "messages"]);
+            let n: usize = unacked
+                .lines()
+                .find(|l| l.starts_with(&names::task_queue("noop")))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(usize::MAX);
+            (n == 0).then_some(())
+        },
+    )
     .await;
     eprintln!("memory alarm: tasks={TASKS} prefetch={PREFETCH} worker_peak_rss_kb={peak}");
 }

@@ -4,8 +4,6 @@
 mod support;
 
 use broker_topology::{Capability, Receipt, ReceiptType, Topology, names};
-use lapin::options::QueueDeclareOptions;
-use lapin::types::FieldTable;
 use nix::sys::signal::Signal;
 use producer::{Producer, ProducerConfig, TaskSpec};
 use serde_json::json;
@@ -58,19 +56,7 @@ fn ended_with(t: ReceiptType) -> impl Fn(&[Receipt]) -> bool {
 }
 
 async fn depth(vhost: &Vhost, queue: &str) -> u32 {
-    let conn = vhost.connect().await;
-    let ch = conn.create_channel().await.unwrap();
-    ch.queue_declare(
-        queue.into(),
-        QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap()
-    .message_count()
+    support::queue_depth(&vhost.connect().await, queue).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

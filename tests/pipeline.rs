@@ -57,20 +57,7 @@ fn has_final(rs: &[Receipt]) -> bool {
 }
 
 async fn queue_depth(vhost: &Vhost, queue: &str) -> u32 {
-    let conn = vhost.connect().await;
-    let ch = conn.create_channel().await.unwrap();
-    let q = ch
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    q.message_count()
+    support::queue_depth(&vhost.connect().await, queue).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

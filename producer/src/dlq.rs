@@ -44,6 +44,22 @@ fn broker_err(e: impl std::fmt::Display) -> PublishError {
 }
 
 impl Producer {
+    /// A channel of its own for one dead-letter operation (a failed passive
+    /// declare closes it, not the publishing channel).
+    async fn management_channel(&self) -> Result<lapin::Channel, PublishError> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let session = self
+            .link()
+            .session_until(Some(deadline))
+            .await
+            .map_err(broker_err)?;
+        session
+            .connection
+            .create_channel()
+            .await
+            .map_err(broker_err)
+    }
+
     /// Reads up to `limit` dead letters of `task_type` without removing them.
     pub async fn dead_letters(
         &self,
@@ -51,16 +67,7 @@ impl Producer {
         limit: usize,
     ) -> Result<(u32, Vec<DeadLetter>), PublishError> {
         let queue = names::dead_letter_queue(task_type);
-        let session = self
-            .link()
-            .session_until(Some(std::time::Instant::now() + Duration::from_secs(10)))
-            .await
-            .map_err(broker_err)?;
-        let ch = session
-            .connection
-            .create_channel()
-            .await
-            .map_err(broker_err)?;
+        let ch = self.management_channel().await?;
         let declared = ch
             .queue_declare(
                 queue.as_str().into(),
@@ -116,16 +123,7 @@ impl Producer {
         task_id: Option<&str>,
     ) -> Result<Vec<Published>, PublishError> {
         let queue = names::dead_letter_queue(task_type);
-        let session = self
-            .link()
-            .session_until(Some(std::time::Instant::now() + Duration::from_secs(10)))
-            .await
-            .map_err(broker_err)?;
-        let ch = session
-            .connection
-            .create_channel()
-            .await
-            .map_err(broker_err)?;
+        let ch = self.management_channel().await?;
         ch.basic_qos(200, BasicQosOptions::default())
             .await
             .map_err(broker_err)?;
@@ -175,16 +173,7 @@ impl Producer {
 
     /// Deletes every dead letter of `task_type`; returns how many.
     pub async fn purge_dead_letters(&self, task_type: &str) -> Result<u32, PublishError> {
-        let session = self
-            .link()
-            .session_until(Some(std::time::Instant::now() + Duration::from_secs(10)))
-            .await
-            .map_err(broker_err)?;
-        let ch = session
-            .connection
-            .create_channel()
-            .await
-            .map_err(broker_err)?;
+        let ch = self.management_channel().await?;
         let n = ch
             .queue_purge(
                 names::dead_letter_queue(task_type).as_str().into(),

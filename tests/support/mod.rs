@@ -60,6 +60,25 @@ impl Drop for Vhost {
     }
 }
 
+/// Ready messages in a queue, read with a passive declare on `conn`.
+pub async fn queue_depth(conn: &lapin::Connection, queue: &str) -> u32 {
+    let ch = conn.create_channel().await.unwrap();
+    let depth = ch
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("queue {queue}: {e}"))
+        .message_count();
+    let _ = ch.close(200, "".into()).await;
+    depth
+}
+
 /// The `chit` binary built for these tests.
 pub fn chit() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_chit"));
