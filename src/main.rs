@@ -147,6 +147,9 @@ struct WorkerArgs {
     /// Seconds between SIGTERM and SIGKILL when a task is stopped.
     #[arg(long, default_value_t = 5.0)]
     kill_grace_secs: f64,
+    /// Longest wait, in ms, for more receipts before a receipt batch is sent.
+    #[arg(long, env = "CHIT_RECEIPT_LINGER_MS")]
+    receipt_linger_ms: Option<f64>,
 }
 
 #[derive(Args)]
@@ -543,6 +546,9 @@ fn worker_config(amqp_url: &str, file: &FileConfig, args: &WorkerArgs) -> Result
         config.drain_timeout = Duration::from_secs(d);
     }
     config.kill_grace = Duration::from_secs_f64(args.kill_grace_secs);
+    if let Some(ms) = args.receipt_linger_ms {
+        config.receipts.linger = Duration::from_secs_f64(ms / 1000.0);
+    }
     Ok(config)
 }
 
@@ -706,6 +712,7 @@ async fn dev(amqp_url: &str, file: &FileConfig, args: DevArgs) -> Result<ExitCod
             backoff_ms: None,
             timeout_secs: None,
             kill_grace_secs: 5.0,
+            receipt_linger_ms: None,
         },
     )?;
     wconf.worker_id = format!("dev-{}", std::process::id());
