@@ -13,8 +13,18 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Runs until shutdown, feeding cancel requests into `cancels`.
-pub(crate) async fn listen(link: Arc<BrokerLink>, cancels: CancelBook, mut shutdown: Shutdown) {
+/// How long the stream must stay quiet before the backlog counts as read.
+const CAUGHT_UP_AFTER: Duration = Duration::from_millis(150);
+
+/// Runs until shutdown, feeding cancel requests into `cancels`. `caught_up`
+/// turns true once the stream's backlog has been read, so the worker can
+/// wait for it before taking its first task.
+pub(crate) async fn listen(
+    link: Arc<BrokerLink>,
+    cancels: CancelBook,
+    mut shutdown: Shutdown,
+    caught_up: tokio::sync::watch::Sender<bool>,
+) {
     while !shutdown.is_shutdown() {
         let session = tokio::select! {
             s = link.session() => s,
@@ -40,6 +50,10 @@ pub(crate) async fn listen(link: Arc<BrokerLink>, cancels: CancelBook, mut shutd
             loop {
                 let next = tokio::select! {
                     d = consumer.next() => d,
+                    _ = tokio::time::sleep(CAUGHT_UP_AFTER), if !*caught_up.borrow() => {
+                        caught_up.send_replace(true);
+                        continue;
+                    }
                     _ = shutdown.recv() => return Ok::<_, lapin::Error>(()),
                 };
                 let delivery = match next {

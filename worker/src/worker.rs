@@ -81,11 +81,22 @@ pub async fn run(
     });
     tracing::info!(worker_id = %config.worker_id, concurrency = config.concurrency, "worker starting");
     let (trigger, signal) = shutdown();
+    let (caught_up_tx, mut caught_up) = tokio::sync::watch::channel(false);
     let listener = tokio::spawn(crate::control::listen(
         link.clone(),
         shared.cancels.clone(),
         signal.clone(),
+        caught_up_tx,
     ));
+    // Read the cancellations of the last day before the first task, so a
+    // task cancelled while no worker ran is skipped, not run. Bounded, so a
+    // slow stream cannot keep the worker from starting.
+    if tokio::time::timeout(Duration::from_secs(10), caught_up.wait_for(|c| *c))
+        .await
+        .is_err()
+    {
+        tracing::warn!("cancellation stream not read within 10 s; starting anyway");
+    }
     let consumer = Loop {
         shared,
         served,
