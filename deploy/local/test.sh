@@ -33,5 +33,7 @@ cargo build --workspace --all-targets
 step "wire-protocol tests: a Python client with pika only (tests/wire)"
 CHIT_BIN="$PWD/target/debug/chit" tests/wire/run.sh
 
-step "cargo test --workspace --all-targets $*"
-cargo test --workspace --all-targets "$@"
+# --no-fail-fast: a failing test binary does not hide the results of the others;
+# the exit status is still non-zero.
+step "cargo test --workspace --all-targets --no-fail-fast $*"
+cargo test --workspace --all-targets --no-fail-fast "$@"
