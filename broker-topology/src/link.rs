@@ -12,6 +12,7 @@ use crate::error::{Error, ErrorKind};
 use futures_util::StreamExt;
 use lapin::options::ConfirmSelectOptions;
 use lapin::{Channel, Connection};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
@@ -22,7 +23,7 @@ pub struct Session {
     /// Increases by one with every new connection.
     pub generation: u64,
     /// The connection; open consumer channels on it.
-    pub connection: Connection,
+    pub connection: Arc<Connection>,
     /// A channel in confirm mode, shared by every publisher of the component.
     pub publisher: Channel,
 }
@@ -49,6 +50,7 @@ pub struct BrokerLink {
     current: Mutex<Option<Arc<Session>>>,
     state: Arc<StdMutex<LinkState>>,
     generation: StdMutex<u64>,
+    closed: AtomicBool,
 }
 
 impl BrokerLink {
@@ -62,6 +64,7 @@ impl BrokerLink {
             current: Mutex::new(None),
             state: Arc::new(StdMutex::new(LinkState::Idle)),
             generation: StdMutex::new(0),
+            closed: AtomicBool::new(false),
         })
     }
 
@@ -76,42 +79,94 @@ impl BrokerLink {
     }
 
     /// The live session, connecting (with backoff) until `deadline` if needed.
+    ///
+    /// The lock on the session is held only for one connection attempt at a
+    /// time, never while backing off, and waiting for it respects the
+    /// deadline; so a caller that has to give up (a publish deadline, a
+    /// shutdown) is never stuck behind someone else's reconnect loop.
     pub async fn session_until(&self, deadline: Option<Instant>) -> Result<Arc<Session>, Error> {
-        let mut current = self.current.lock().await;
-        if let Some(s) = current.as_ref() {
-            if s.connection.status().connected() && s.publisher.status().connected() {
-                return Ok(s.clone());
-            }
-            self.set_state(LinkState::Reconnecting("connection closed".into()));
-            tracing::warn!(link = %self.name, generation = s.generation, "broker connection lost");
-        }
-        *current = None;
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         loop {
-            match self.open().await {
-                Ok(session) => {
-                    let session = Arc::new(session);
-                    tracing::info!(link = %self.name, generation = session.generation, url = %self.redacted_url(), "broker connected");
-                    self.set_state(LinkState::Connected);
-                    *current = Some(session.clone());
-                    return Ok(session);
-                }
-                Err(e) if e.is_transient() => {
-                    self.set_state(LinkState::Reconnecting(e.to_string()));
-                    let wait = backoff.next_delay();
-                    if let Some(d) = deadline {
-                        if Instant::now() + wait > d {
-                            return Err(Error::new(
+            if self.closed.load(Ordering::SeqCst) {
+                return Err(Error::new(
+                    ErrorKind::Connection,
+                    "the broker link is closed",
+                ));
+            }
+            let attempt: Result<std::convert::Infallible, Error> = {
+                let mut current = match deadline {
+                    Some(d) => tokio::time::timeout_at(d.into(), self.current.lock())
+                        .await
+                        .map_err(|_| {
+                            Error::new(
                                 ErrorKind::Connection,
-                                format!("broker unreachable: {e}"),
-                            ));
+                                "broker unreachable: timed out waiting for a connection",
+                            )
+                        })?,
+                    None => self.current.lock().await,
+                };
+                match current.clone() {
+                    Some(s)
+                        if s.connection.status().connected()
+                            && s.publisher.status().connected() =>
+                    {
+                        return Ok(s);
+                    }
+                    Some(s) if s.connection.status().connected() => {
+                        // Only the publishing channel died: replace it and keep the
+                        // connection, so consumers keep their leases.
+                        match open_publisher(&s.connection).await {
+                            Ok(publisher) => {
+                                let fresh = Arc::new(Session {
+                                    generation: s.generation,
+                                    connection: s.connection.clone(),
+                                    publisher,
+                                });
+                                *current = Some(fresh.clone());
+                                return Ok(fresh);
+                            }
+                            Err(e) => {
+                                *current = None;
+                                close_in_background(s, 320, "chit reconnecting");
+                                Err(e)
+                            }
                         }
                     }
-                    tracing::warn!(link = %self.name, error = %e, retry_in_ms = wait.as_millis() as u64, "cannot reach broker");
-                    tokio::time::sleep(wait).await;
+                    other => {
+                        if let Some(s) = other {
+                            self.set_state(LinkState::Reconnecting("connection closed".into()));
+                            tracing::warn!(link = %self.name, generation = s.generation, "broker connection lost");
+                            *current = None;
+                        }
+                        match self.open().await {
+                            Ok(session) => {
+                                let session = Arc::new(session);
+                                tracing::info!(link = %self.name, generation = session.generation, url = %self.redacted_url(), "broker connected");
+                                self.set_state(LinkState::Connected);
+                                *current = Some(session.clone());
+                                return Ok(session);
+                            }
+                            Err(e) => Err(e),
+                        }
+                    }
                 }
-                Err(e) => return Err(e),
+            };
+            let Err(e) = attempt;
+            if !e.is_transient() {
+                return Err(e);
             }
+            self.set_state(LinkState::Reconnecting(e.to_string()));
+            let wait = backoff.next_delay();
+            if let Some(d) = deadline {
+                if Instant::now() + wait > d {
+                    return Err(Error::new(
+                        ErrorKind::Connection,
+                        format!("broker unreachable: {e}"),
+                    ));
+                }
+            }
+            tracing::warn!(link = %self.name, error = %e, retry_in_ms = wait.as_millis() as u64, "cannot reach broker");
+            tokio::time::sleep(wait).await;
         }
     }
 
@@ -127,15 +182,25 @@ impl BrokerLink {
             if let Some(s) = current.take() {
                 tracing::warn!(link = %self.name, generation, "broker session reported broken; reconnecting");
                 self.set_state(LinkState::Reconnecting("session reported broken".into()));
-                let _ = s.connection.close(320, "chit reconnecting".into()).await;
+                close_in_background(s, 320, "chit reconnecting");
             }
         }
     }
 
-    /// Closes the connection for good.
+    /// Closes the connection for good; later `session` calls fail.
     pub async fn close(&self) {
-        if let Some(s) = self.current.lock().await.take() {
-            let _ = s.connection.close(200, "chit shutting down".into()).await;
+        self.closed.store(true, Ordering::SeqCst);
+        let taken = match tokio::time::timeout(Duration::from_secs(5), self.current.lock()).await {
+            Ok(mut current) => current.take(),
+            Err(_) => None,
+        };
+        if let Some(s) = taken {
+            // A blocked broker may never answer close-ok: bound the wait.
+            let _ = tokio::time::timeout(
+                Duration::from_secs(5),
+                s.connection.close(200, "chit shutting down".into()),
+            )
+            .await;
         }
         self.set_state(LinkState::Idle);
     }
@@ -158,14 +223,7 @@ impl BrokerLink {
                 ),
             });
         }
-        let publisher = connection
-            .create_channel()
-            .await
-            .map_err(|e| Error::from_lapin("opening the publishing channel", e))?;
-        publisher
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(|e| Error::from_lapin("enabling publisher confirms", e))?;
+        let publisher = open_publisher(&connection).await?;
         let generation = {
             let mut g = self.generation.lock().expect("generation");
             *g += 1;
@@ -192,8 +250,32 @@ impl BrokerLink {
         });
         Ok(Session {
             generation,
-            connection,
+            connection: Arc::new(connection),
             publisher,
         })
     }
+}
+
+/// A channel in confirm mode.
+async fn open_publisher(connection: &Connection) -> Result<Channel, Error> {
+    let publisher = connection
+        .create_channel()
+        .await
+        .map_err(|e| Error::from_lapin("opening the publishing channel", e))?;
+    publisher
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(|e| Error::from_lapin("enabling publisher confirms", e))?;
+    Ok(publisher)
+}
+
+/// Closes a dead or abandoned session without making anyone wait for it.
+fn close_in_background(session: Arc<Session>, code: u16, reason: &'static str) {
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(
+            Duration::from_secs(5),
+            session.connection.close(code, reason.into()),
+        )
+        .await;
+    });
 }

@@ -8,13 +8,16 @@
 use crate::error::{PublishError, PublishErrorKind};
 use crate::receipts::{BatchConfig, ReceiptPublisher};
 use crate::task::TaskSpec;
+use broker_topology::Session;
 use broker_topology::envelope::TaskEnvelope;
 use broker_topology::receipt::new_receipt_id;
 use broker_topology::{BrokerLink, Receipt, ReceiptType, Topology, names};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
+use lapin::Channel;
 use lapin::Confirmation;
-use lapin::options::BasicPublishOptions;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -53,6 +56,7 @@ pub struct Published {
 #[derive(Clone)]
 pub struct Producer {
     link: Arc<BrokerLink>,
+    task_channel: Arc<tokio::sync::Mutex<Option<(u64, Channel)>>>,
     receipts: ReceiptPublisher,
     config: ProducerConfig,
 }
@@ -65,6 +69,7 @@ impl Producer {
             ReceiptPublisher::spawn(link.clone(), "producer", BatchConfig::default());
         Producer {
             link,
+            task_channel: Arc::default(),
             receipts,
             config,
         }
@@ -73,6 +78,22 @@ impl Producer {
     /// The settings.
     pub fn config(&self) -> &ProducerConfig {
         &self.config
+    }
+
+    /// The confirm-mode channel tasks are published on: one per connection,
+    /// apart from the receipts' channel, so a return can only be mistaken
+    /// for another task's (which `publish_many` sorts out by message id).
+    async fn task_channel(&self, session: &Session) -> Result<Channel, lapin::Error> {
+        let mut cached = self.task_channel.lock().await;
+        if let Some((generation, ch)) = cached.as_ref() {
+            if *generation == session.generation && ch.status().connected() {
+                return Ok(ch.clone());
+            }
+        }
+        let ch = session.connection.create_channel().await?;
+        ch.confirm_select(ConfirmSelectOptions::default()).await?;
+        *cached = Some((session.generation, ch.clone()));
+        Ok(ch)
     }
 
     /// The connection owner, for health reporting.
@@ -98,7 +119,7 @@ impl Producer {
         mut progress: impl FnMut(usize),
     ) -> Vec<Result<Published, PublishError>> {
         let deadline = Instant::now() + self.config.publish_deadline;
-        let mut tasks: Vec<TaskSpec> = tasks
+        let tasks: Vec<TaskSpec> = tasks
             .into_iter()
             .map(|mut t| {
                 if t.envelope.parent_receipt_id.is_none() {
@@ -111,6 +132,7 @@ impl Producer {
         let mut todo: Vec<usize> = (0..tasks.len()).collect();
         let mut settled = 0usize;
         let mut queued: Vec<(usize, Receipt)> = Vec::new();
+        let mut returned: HashSet<String> = HashSet::new();
 
         while !todo.is_empty() {
             let session = match self.link.session_until(Some(deadline)).await {
@@ -131,48 +153,93 @@ impl Producer {
                     break;
                 }
             };
-            let mut retry = Vec::new();
-            let mut in_flight = FuturesUnordered::new();
-            let mut broken = false;
-            for &i in &todo {
-                if broken {
-                    retry.push(i);
+            let channel = match self.task_channel(&session).await {
+                Ok(c) => c,
+                Err(_) => {
+                    self.link.invalidate(session.generation).await;
                     continue;
                 }
-                let t = &tasks[i];
-                let sent = session
-                    .publisher
-                    .basic_publish(
-                        names::TASK_EXCHANGE.into(),
-                        t.envelope.task_type.as_str().into(),
-                        BasicPublishOptions {
-                            mandatory: true,
-                            ..BasicPublishOptions::default()
-                        },
-                        &t.body,
-                        t.envelope.to_properties(),
-                    )
-                    .await;
-                match sent {
-                    Ok(confirm) => in_flight.push(async move { (i, confirm.await) }),
-                    Err(_) => {
-                        broken = true;
+            };
+            let mut retry = Vec::new();
+            let mut broken = false;
+            // One pass over the connection, bounded by the deadline: a blocked
+            // broker that never confirms must not hold the caller past it.
+            let pass = async {
+                let mut in_flight = FuturesUnordered::new();
+                for &i in &todo {
+                    if broken {
                         retry.push(i);
+                        continue;
+                    }
+                    let t = &tasks[i];
+                    let sent = channel
+                        .basic_publish(
+                            names::TASK_EXCHANGE.into(),
+                            t.envelope.task_type.as_str().into(),
+                            BasicPublishOptions {
+                                mandatory: true,
+                                ..BasicPublishOptions::default()
+                            },
+                            &t.body,
+                            t.envelope.to_properties(),
+                        )
+                        .await;
+                    match sent {
+                        Ok(confirm) => in_flight.push(async move { (i, confirm.await) }),
+                        Err(_) => {
+                            broken = true;
+                            retry.push(i);
+                        }
+                    }
+                    while in_flight.len() >= self.config.max_in_flight {
+                        let (i, res) = in_flight.next().await.expect("non-empty");
+                        if settle(
+                            i,
+                            res,
+                            &tasks,
+                            &mut results,
+                            &mut retry,
+                            &mut queued,
+                            &mut returned,
+                        ) {
+                            settled += 1;
+                            progress(settled);
+                        }
                     }
                 }
-                while in_flight.len() >= self.config.max_in_flight {
-                    let (i, res) = in_flight.next().await.expect("non-empty");
-                    if settle(i, res, &mut tasks, &mut results, &mut retry, &mut queued) {
+                while let Some((i, res)) = in_flight.next().await {
+                    if settle(
+                        i,
+                        res,
+                        &tasks,
+                        &mut results,
+                        &mut retry,
+                        &mut queued,
+                        &mut returned,
+                    ) {
                         settled += 1;
                         progress(settled);
                     }
                 }
-            }
-            while let Some((i, res)) = in_flight.next().await {
-                if settle(i, res, &mut tasks, &mut results, &mut retry, &mut queued) {
-                    settled += 1;
-                    progress(settled);
+            };
+            if tokio::time::timeout_at(deadline.into(), pass)
+                .await
+                .is_err()
+            {
+                let err = PublishError::new(
+                    PublishErrorKind::Unavailable,
+                    format!(
+                        "no broker confirm within {:?} (is the broker blocking publishers?)",
+                        self.config.publish_deadline
+                    ),
+                );
+                for &i in &todo {
+                    if results[i].is_none() {
+                        results[i] = Some(Err(err.clone()));
+                    }
                 }
+                self.link.invalidate(session.generation).await;
+                break;
             }
             if !retry.is_empty() {
                 broken = true;
@@ -181,6 +248,17 @@ impl Producer {
                 self.link.invalidate(session.generation).await;
             }
             todo = retry;
+        }
+
+        // A return can be handed to the confirm of another publish (lapin pairs
+        // them by arrival), so unroutable tasks are decided by message id.
+        if !returned.is_empty() {
+            for (i, t) in tasks.iter().enumerate() {
+                if returned.contains(&t.envelope.task_id) {
+                    results[i] = Some(Err(unroutable(&t.envelope)));
+                }
+            }
+            queued.retain(|(i, _)| results[*i].as_ref().is_some_and(|r| r.is_ok()));
         }
 
         // Queued receipts for confirmed tasks, in batches, each confirmed.
@@ -214,46 +292,23 @@ impl Producer {
 fn settle(
     i: usize,
     res: Result<Confirmation, lapin::Error>,
-    tasks: &mut [TaskSpec],
+    tasks: &[TaskSpec],
     results: &mut [Option<Result<Published, PublishError>>],
     retry: &mut Vec<usize>,
     queued: &mut Vec<(usize, Receipt)>,
+    returned: &mut HashSet<String>,
 ) -> bool {
     let env: &TaskEnvelope = &tasks[i].envelope;
     match res {
-        Ok(Confirmation::Ack(Some(_returned))) => {
-            results[i] = Some(Err(PublishError::new(
-                PublishErrorKind::Unroutable {
-                    task_type: env.task_type.clone(),
-                },
-                format!(
-                    "task type {:?} has no queue: apply the topology for it \
-                     (chit topology apply --capability {})",
-                    env.task_type, env.task_type
-                ),
-            )));
+        Ok(Confirmation::Ack(Some(ret))) => {
+            // Decided after every confirm is in: see `publish_many`.
+            if let Some(id) = ret.delivery.properties.message_id() {
+                returned.insert(id.as_str().to_owned());
+            }
+            accepted(i, env, results, queued);
         }
         Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) => {
-            let queued_id = env
-                .parent_receipt_id
-                .clone()
-                .expect("set before publishing");
-            let mut receipt = Receipt::new(
-                env.task_id.clone(),
-                env.task_type.clone(),
-                ReceiptType::Queued,
-                env.replay_of.iter().cloned().collect(),
-                env.attempt,
-            )
-            .with_id(queued_id.clone());
-            if let Some(tp) = &env.traceparent {
-                receipt.body = serde_json::json!({ "traceparent": tp });
-            }
-            queued.push((i, receipt));
-            results[i] = Some(Ok(Published {
-                task_id: env.task_id.clone(),
-                queued_receipt_id: queued_id,
-            }));
+            accepted(i, env, results, queued);
         }
         Ok(Confirmation::Nack(_)) => {
             results[i] = Some(Err(PublishError::new(
@@ -267,4 +322,46 @@ fn settle(
         }
     }
     true
+}
+
+fn unroutable(env: &TaskEnvelope) -> PublishError {
+    PublishError::new(
+        PublishErrorKind::Unroutable {
+            task_type: env.task_type.clone(),
+        },
+        format!(
+            "task type {:?} has no queue: apply the topology for it \
+             (chit topology apply --capability {})",
+            env.task_type, env.task_type
+        ),
+    )
+}
+
+/// Records a confirmed task and its queued receipt.
+fn accepted(
+    i: usize,
+    env: &TaskEnvelope,
+    results: &mut [Option<Result<Published, PublishError>>],
+    queued: &mut Vec<(usize, Receipt)>,
+) {
+    let queued_id = env
+        .parent_receipt_id
+        .clone()
+        .expect("set before publishing");
+    let mut receipt = Receipt::new(
+        env.task_id.clone(),
+        env.task_type.clone(),
+        ReceiptType::Queued,
+        env.replay_of.iter().cloned().collect(),
+        env.attempt,
+    )
+    .with_id(queued_id.clone());
+    if let Some(tp) = &env.traceparent {
+        receipt.body = serde_json::json!({ "traceparent": tp });
+    }
+    queued.push((i, receipt));
+    results[i] = Some(Ok(Published {
+        task_id: env.task_id.clone(),
+        queued_receipt_id: queued_id,
+    }));
 }

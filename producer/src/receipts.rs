@@ -189,7 +189,10 @@ async fn run(
                             Err(e) => {
                                 tracing::warn!(error = %e, receipts = batch.count, "receipt publish failed; will resend");
                                 sealed.push_front(batch);
-                                link.invalidate(session.generation).await;
+                                // The next `session` replaces a dead channel, or
+                                // the connection; it never drops a live one whose
+                                // consumers hold leases.
+                                tokio::time::sleep(Duration::from_millis(50)).await;
                                 break;
                             }
                         }
@@ -202,9 +205,12 @@ async fn run(
                 }
             }
         }
-        let can_take = !closed && pending.len() < config.max_receipts;
+        // Bounded: stop taking receipts while sealed batches wait for room in
+        // flight (a blocked broker), so memory stays flat and callers wait.
+        let can_take =
+            !closed && pending.len() < config.max_receipts && sealed.len() < config.max_in_flight;
         tokio::select! {
-            Some((batch, generation, result)) = in_flight.next(), if !in_flight.is_empty() => {
+            Some((batch, _generation, result)) = in_flight.next(), if !in_flight.is_empty() => {
                 match result {
                     Ok(Confirmation::Ack(_)) | Ok(Confirmation::NotRequested) => {
                         for w in batch.waiters { let _ = w.send(()); }
@@ -216,7 +222,6 @@ async fn run(
                     Err(e) => {
                         tracing::warn!(error = %e, receipts = batch.count, "receipt batch unconfirmed; resending");
                         sealed.push_front(batch);
-                        link.invalidate(generation).await;
                     }
                 }
             }
@@ -241,6 +246,8 @@ async fn run(
                 None => closed = true,
             },
             _ = sleep_until_opt(linger_until), if linger_until.is_some() => {}
+            // Nothing to wait on but the broker coming back: try again shortly.
+            else => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }
 }

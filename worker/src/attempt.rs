@@ -34,6 +34,7 @@ pub(crate) struct Shared {
     pub(crate) link: Arc<BrokerLink>,
     pub(crate) receipts: ReceiptPublisher,
     pub(crate) cancels: CancelBook,
+    pub(crate) shutdown: crate::shutdown::Shutdown,
 }
 
 /// Runs one delivery to its end. `leases` is the book of the channel it came on.
@@ -142,7 +143,14 @@ async fn execute(
         timeout,
         traceparent: env.traceparent.clone(),
     };
-    let (cancellation, _running, canceller) = shared.cancels.start(&env.task_id);
+    if shared.shutdown.is_shutdown() {
+        // Stopping: a task not yet started goes back to its queue.
+        return Err(ExecError::from_cancel(CancelReason::Shutdown));
+    }
+    let (cancellation, _running, canceller) = shared
+        .cancels
+        .start(&env.task_id)
+        .map_err(|force| ExecError::from_cancel(CancelReason::Cancelled { force }))?;
     let run = served.executor.execute(&ctx, payload, cancellation);
     tokio::pin!(run);
     match timeout {
@@ -223,6 +231,11 @@ async fn finish(
         let mut next = env.clone();
         next.attempt += 1;
         next.parent_receipt_id = Some(scheduled.receipt_id.clone());
+        if !delivery.acker.usable() {
+            // The lease died with its channel: the broker redelivers the task,
+            // so a retry copy now would split it into two.
+            return None;
+        }
         let props = republish_properties(&delivery.properties, &next, None);
         if let Err(e) =
             publish_delayed(shared, &env.task_type, delay_ms, &delivery.data, props).await
@@ -242,6 +255,9 @@ async fn finish(
             }));
         let mut last = env.clone();
         last.parent_receipt_id = Some(dead.receipt_id.clone());
+        if !delivery.acker.usable() {
+            return None;
+        }
         let props = republish_properties(&delivery.properties, &last, Some(&err.message));
         if let Err(e) = publish_dead_letter(shared, &env.task_type, &delivery.data, props).await {
             tracing::warn!(error = %e, "could not dead-letter the task; returning it to its queue");
@@ -365,7 +381,7 @@ async fn publish_delayed(
     t.apply(&session.connection)
         .await
         .map_err(|e| e.to_string())?;
-    publish_confirmed(&session.publisher, "", &decl.name, body, props).await
+    publish_confirmed(&session.connection, "", &decl.name, body, props).await
 }
 
 async fn publish_dead_letter(
@@ -376,7 +392,7 @@ async fn publish_dead_letter(
 ) -> Result<(), String> {
     let session = shared.link.session().await.map_err(|e| e.to_string())?;
     publish_confirmed(
-        &session.publisher,
+        &session.connection,
         &names::dead_letter_exchange(capability),
         "",
         body,
@@ -385,13 +401,24 @@ async fn publish_dead_letter(
     .await
 }
 
+/// Publishes one message on a channel of its own and waits for its confirm.
+/// Copies are rare, and alone on their channel a return cannot be paired with
+/// another message's confirm (lapin pairs them by arrival).
 async fn publish_confirmed(
-    channel: &lapin::Channel,
+    connection: &lapin::Connection,
     exchange: &str,
     routing_key: &str,
     body: &[u8],
     props: BasicProperties,
 ) -> Result<(), String> {
+    let channel = connection
+        .create_channel()
+        .await
+        .map_err(|e| e.to_string())?;
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
     let confirm = channel
         .basic_publish(
             exchange.into(),
@@ -407,6 +434,7 @@ async fn publish_confirmed(
         .map_err(|e| e.to_string())?
         .await
         .map_err(|e| e.to_string())?;
+    let _ = channel.close(200, "copy confirmed".into()).await;
     match confirm {
         Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
         Confirmation::Ack(Some(_)) => {

@@ -42,11 +42,16 @@ impl Drop for Running {
 }
 
 impl CancelBook {
-    /// Registers a task about to run; returns its cancellation signal.
-    pub(crate) fn start(&self, task_id: &str) -> (Cancellation, Running, Canceller) {
+    /// Registers a task about to run and returns its cancellation signal, or
+    /// whether it was cancelled (and forcibly) if it already was: checked
+    /// under the same lock as registering, so no cancel slips in between.
+    pub(crate) fn start(&self, task_id: &str) -> Result<(Cancellation, Running, Canceller), bool> {
         let (tx, rx) = cancellation();
         let tx2 = tx.clone();
         let mut inner = self.inner.lock().expect("cancel book");
+        if let Some(force) = inner.cancelled.get(task_id) {
+            return Err(*force);
+        }
         inner.next_id += 1;
         let id = inner.next_id;
         inner
@@ -54,7 +59,7 @@ impl CancelBook {
             .entry(task_id.to_owned())
             .or_default()
             .push((id, tx));
-        (
+        Ok((
             rx,
             Running {
                 book: self.clone(),
@@ -62,7 +67,7 @@ impl CancelBook {
                 id,
             },
             tx2,
-        )
+        ))
     }
 
     /// Whether the task was cancelled, and if so whether forcibly.

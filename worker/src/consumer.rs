@@ -26,6 +26,8 @@ pub(crate) struct Loop {
     pub(crate) prefetch: u16,
     pub(crate) drain_timeout: Duration,
     pub(crate) kill_grace: Duration,
+    /// Every task, until its lease is settled: what the drain waits for.
+    pub(crate) tasks: tokio_util::task::TaskTracker,
 }
 
 enum SessionEnd {
@@ -115,7 +117,7 @@ impl Loop {
         let mut deliveries = select_all(streams);
         loop {
             let next = tokio::select! {
-                d = deliveries.next() => d,
+                biased;
                 _ = shutdown.recv() => {
                     for tag in &tags {
                         let _ = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
@@ -127,6 +129,7 @@ impl Loop {
                     }
                     return Ok(SessionEnd::Shutdown);
                 }
+                d = deliveries.next() => d,
             };
             let (i, delivery) = match next {
                 Some((i, Ok(d))) => (i, d),
@@ -138,47 +141,46 @@ impl Loop {
             };
             leases.taken(delivery.delivery_tag);
             let permit = tokio::select! {
-                p = permits.clone().acquire_owned() => p.expect("semaphore never closed"),
+                biased;
                 _ = shutdown.recv() => {
                     leases.settle(delivery.delivery_tag, Settle::Requeue);
                     continue;
                 }
+                p = permits.clone().acquire_owned() => p.expect("semaphore never closed"),
             };
             let shared = self.shared.clone();
             let served = self.served[i].clone();
             let leases = leases.clone();
-            tokio::spawn(async move {
+            self.tasks.spawn(async move {
                 attempt::run(shared, served, delivery, leases, permit).await;
             });
         }
     }
 
-    /// Waits for running tasks up to the drain timeout, then stops them.
+    /// Waits for running tasks, up to the drain timeout, to finish and settle
+    /// (final receipt confirmed, lease acked); then stops the rest, which go
+    /// back to their queues unacked.
     async fn drain(&self, permits: &Arc<Semaphore>) {
-        let all = self.concurrency as u32;
         let running = self.concurrency - permits.available_permits();
         tracing::info!(
             running,
             drain_timeout_ms = self.drain_timeout.as_millis() as u64,
             "draining"
         );
-        if tokio::time::timeout(self.drain_timeout, permits.acquire_many(all))
+        self.tasks.close();
+        if tokio::time::timeout(self.drain_timeout, self.tasks.wait())
             .await
             .is_ok()
         {
-            tracing::info!("drained: every running task finished");
+            tracing::info!("drained: every task finished and settled");
             return;
         }
-        let left = self.concurrency - permits.available_permits();
         tracing::warn!(
-            left,
+            left = self.tasks.len(),
             "drain timeout: stopping running tasks; they return to their queues"
         );
         self.shared.cancels.cancel_all(CancelReason::Shutdown);
-        let _ = tokio::time::timeout(
-            self.kill_grace + Duration::from_secs(2),
-            permits.acquire_many(all),
-        )
-        .await;
+        let _ =
+            tokio::time::timeout(self.kill_grace + Duration::from_secs(2), self.tasks.wait()).await;
     }
 }

@@ -73,14 +73,15 @@ pub async fn run(
     }
     let (receipts, receipts_task) =
         ReceiptPublisher::spawn(link.clone(), "worker", config.receipts);
+    let (trigger, signal) = shutdown();
     let shared = Arc::new(Shared {
         worker_id: config.worker_id.clone(),
         link: link.clone(),
         receipts,
         cancels: CancelBook::default(),
+        shutdown: signal.clone(),
     });
     tracing::info!(worker_id = %config.worker_id, concurrency = config.concurrency, "worker starting");
-    let (trigger, signal) = shutdown();
     let (caught_up_tx, mut caught_up) = tokio::sync::watch::channel(false);
     let listener = tokio::spawn(crate::control::listen(
         link.clone(),
@@ -104,6 +105,7 @@ pub async fn run(
         prefetch: config.prefetch,
         drain_timeout: config.drain_timeout,
         kill_grace: config.kill_grace,
+        tasks: tokio_util::task::TaskTracker::new(),
     };
     let mut work = tokio::spawn(consumer.run(signal));
     tokio::select! {
@@ -117,7 +119,16 @@ pub async fn run(
     trigger.fire();
     let _ = listener.await;
     // Every task has dropped its publisher handle; wait for the last receipts.
-    let _ = tokio::time::timeout(Duration::from_secs(10), receipts_task).await;
+    let receipts_abort = receipts_task.abort_handle();
+    if tokio::time::timeout(Duration::from_secs(10), receipts_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "receipts not all confirmed within 10 s of stopping; their tasks will run again"
+        );
+        receipts_abort.abort();
+    }
     link.close().await;
     tracing::info!("worker stopped");
     Ok(())
