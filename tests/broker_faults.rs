@@ -214,6 +214,28 @@ async fn a_blocked_broker_stops_the_worker_taking_work_and_memory_stays_bounded(
         );
     }
     assert!(peak < 64 * 1024, "worker RSS {peak} kB while blocked");
+    // A publish into a blocked broker fails at its deadline, never reports success.
+    let started = Instant::now();
+    let o = chit()
+        .args([
+            "publish",
+            "noop",
+            "--amqp-url",
+            &url,
+            "--payload",
+            "{}",
+            "--deadline-secs",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "a publish without a confirm must fail");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("no broker confirm within 2s"), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the deadline bounds the wait"
+    );
     node.set_memory_watermark(0.4);
     wait_for(
         "every task done after the alarm clears",
