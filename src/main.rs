@@ -150,6 +150,9 @@ struct WorkerArgs {
     /// Longest wait, in ms, for more receipts before a receipt batch is sent.
     #[arg(long, env = "CHIT_RECEIPT_LINGER_MS")]
     receipt_linger_ms: Option<f64>,
+    /// Serve GET /healthz (broker connection state) on this address.
+    #[arg(long, env = "CHIT_HEALTH_ADDR")]
+    health: Option<String>,
 }
 
 #[derive(Args)]
@@ -546,6 +549,12 @@ fn worker_config(amqp_url: &str, file: &FileConfig, args: &WorkerArgs) -> Result
         config.drain_timeout = Duration::from_secs(d);
     }
     config.kill_grace = Duration::from_secs_f64(args.kill_grace_secs);
+    if let Some(addr) = &args.health {
+        config.health_addr =
+            Some(addr.parse().with_context(|| {
+                format!("--health {addr:?} is not an address like 127.0.0.1:8701")
+            })?);
+    }
     if let Some(ms) = args.receipt_linger_ms {
         config.receipts.linger = Duration::from_secs_f64(ms / 1000.0);
     }
@@ -713,6 +722,7 @@ async fn dev(amqp_url: &str, file: &FileConfig, args: DevArgs) -> Result<ExitCod
             timeout_secs: None,
             kill_grace_secs: 5.0,
             receipt_linger_ms: None,
+            health: None,
         },
     )?;
     wconf.worker_id = format!("dev-{}", std::process::id());

@@ -64,7 +64,43 @@ async fn two_broker_restarts_during_2000_tasks_lose_nothing() {
         .unwrap();
     drop(conn);
     let mut sink = sink(&url, &store_url);
-    let mut worker = worker(&url, "command.execute", 16, 32);
+    let health_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut worker = {
+        let mut cmd = chit();
+        cmd.args([
+            "worker",
+            "--amqp-url",
+            &url,
+            "--capability",
+            "command.execute",
+            "--worker-id",
+            "survivor",
+        ]);
+        cmd.args([
+            "--concurrency",
+            "16",
+            "--prefetch",
+            "32",
+            "--health",
+            &format!("127.0.0.1:{health_port}"),
+        ]);
+        ChildGuard::spawn(cmd)
+    };
+    let health = format!("http://127.0.0.1:{health_port}/healthz");
+    let health_is = |want: u16| {
+        let health = health.clone();
+        async move {
+            let got = reqwest::get(&health)
+                .await
+                .ok()
+                .map(|r| r.status().as_u16());
+            (got == Some(want)).then_some(())
+        }
+    };
 
     // Publish in a trickle, so the restarts land in the middle of the run.
     let mut config = ProducerConfig::new(&url);
@@ -98,7 +134,19 @@ async fn two_broker_restarts_during_2000_tasks_lose_nothing() {
             },
         )
         .await;
+        wait_for(
+            "worker /healthz 200 while connected",
+            Duration::from_secs(60),
+            || health_is(200),
+        )
+        .await;
         node.stop();
+        wait_for(
+            "worker /healthz 503 while the broker is down",
+            Duration::from_secs(30),
+            || health_is(503),
+        )
+        .await;
         node.start_again();
         restarts += 1;
     }

@@ -75,6 +75,8 @@ pub struct WorkerConfig {
     pub receipts: BatchConfig,
     /// Time between SIGTERM and SIGKILL when a command is stopped.
     pub kill_grace: Duration,
+    /// Where to serve `/healthz`, if anywhere.
+    pub health_addr: Option<std::net::SocketAddr>,
 }
 
 impl WorkerConfig {
@@ -89,6 +91,7 @@ impl WorkerConfig {
             drain_timeout: Duration::from_secs(30),
             receipts: BatchConfig::default(),
             kill_grace: Duration::from_secs(5),
+            health_addr: None,
         }
     }
 }

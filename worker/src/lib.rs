@@ -11,6 +11,7 @@
 //! - [`executor`]: the [`Executor`] trait every kind of work plugs in behind;
 //!   [`executors`] holds those chit ships, one file each.
 //! - `control`: listens for cancel requests.
+//! - `health`: the optional `/healthz` endpoint.
 //! - [`shutdown`]: the stop signal every task holds.
 
 mod attempt;
@@ -21,6 +22,7 @@ mod control;
 mod error;
 pub mod executor;
 pub mod executors;
+mod health;
 mod lease;
 mod registry;
 pub mod shutdown;

@@ -82,6 +82,14 @@ pub async fn run(
         shutdown: signal.clone(),
     });
     tracing::info!(worker_id = %config.worker_id, concurrency = config.concurrency, "worker starting");
+    if let Some(addr) = config.health_addr {
+        let (link, id, stop) = (link.clone(), config.worker_id.clone(), signal.clone());
+        tokio::spawn(async move {
+            if let Err(e) = crate::health::serve(addr, link, id, stop).await {
+                tracing::error!(error = %e, %addr, "cannot serve /healthz");
+            }
+        });
+    }
     let (caught_up_tx, mut caught_up) = tokio::sync::watch::channel(false);
     let listener = tokio::spawn(crate::control::listen(
         link.clone(),
