@@ -38,18 +38,21 @@ for _ in $(seq 1 60); do
     sleep 1
 done
 
-vhosts=()
+# Every vhost this run makes starts with this prefix; all go at exit, so
+# nothing (quorum queues, their logs) is left to slow the broker down later.
+prefix=chit-bench-$$-
 cleanup() {
-    for v in "${vhosts[@]}"; do rabbitmqctl -q delete_vhost "$v" >/dev/null 2>&1 || true; done
+    for v in $(rabbitmqctl -q list_vhosts 2>/dev/null | grep "^$prefix"); do
+        rabbitmqctl -q delete_vhost "$v" >/dev/null 2>&1 || true
+    done
     jobs -p | xargs -r kill 2>/dev/null || true
 }
 trap cleanup EXIT
 
 new_vhost() {
-    local v=chit-bench-$1-$RANDOM$RANDOM
+    local v=$prefix$1-$RANDOM
     rabbitmqctl -q add_vhost "$v" >/dev/null
     rabbitmqctl -q set_permissions -p "$v" guest '.*' '.*' '.*' >/dev/null
-    vhosts+=("$v")
     echo "$v"
 }
 
@@ -84,6 +87,7 @@ chit_run() {
     kill -TERM "$worker" "$sink"; wait "$worker" "$sink" 2>/dev/null || true
     sleep 6 # the broker's statistics are collected every 5 s
     local msgs; msgs=$(published_messages "$v")
+    rabbitmqctl -q delete_vhost "$v" >/dev/null 2>&1 || true
     rm -f "$db" "$db-wal" "$db-shm"
     python3 -c '
 import json,sys
@@ -97,6 +101,7 @@ log "raw ceiling (quorum queue, 10 s)"
 v=$(new_vhost ceiling)
 ceiling=$("$bin/ceiling" --amqp-url "amqp://guest:guest@127.0.0.1:5672/$v" --seconds 10)
 raw_latency=$("$bin/ceiling" --amqp-url "amqp://guest:guest@127.0.0.1:5672/$v" --seconds 10 --latency-at-rate 1000)
+rabbitmqctl -q delete_vhost "$v" >/dev/null
 log "ceiling: $ceiling; raw latency at 1k/s: $raw_latency"
 
 log "chit at saturation ($tasks tasks, concurrency 256)"
