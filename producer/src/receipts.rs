@@ -2,8 +2,8 @@
 //! when its own receipts are confirmed.
 //!
 //! A batch closes when it holds `max_receipts`, or `linger` after its first
-//! receipt, or at once when a caller awaits its confirm and no other batch is
-//! in flight; up to `max_in_flight` batches await their confirms at once. Under load a batch carries hundreds of receipts, so a task
+//! receipt, or at once when a caller awaits its confirm and at most one other
+//! batch is in flight; up to `max_in_flight` batches await their confirms at once. Under load a batch carries hundreds of receipts, so a task
 //! costs a small fraction of a broker message in receipts; at low load a
 //! receipt waits at most `linger`. A batch whose publish fails is sent again
 //! on the next connection: receipts are keyed by id, so a repeat is harmless.
@@ -146,10 +146,11 @@ async fn run(
 
     loop {
         let now = Instant::now();
-        // Someone waits on these receipts and the line is idle: send now
-        // rather than linger. Under load a batch is always in flight, so
-        // receipts gather until it is confirmed (group commit).
-        let idle_and_awaited = !waiters.is_empty() && in_flight.is_empty() && sealed.is_empty();
+        // Someone waits on these receipts and the line is nearly idle (at most
+        // one batch awaiting its confirm): send now rather than linger. Under
+        // load more batches are in flight, so receipts gather until one is
+        // confirmed (group commit).
+        let idle_and_awaited = !waiters.is_empty() && in_flight.len() < 2 && sealed.is_empty();
         if !pending.is_empty()
             && (pending.len() >= config.max_receipts
                 || closed
