@@ -88,21 +88,7 @@ impl Producer {
         let want = (total as usize).min(limit);
         let mut out = Vec::new();
         if want > 0 {
-            ch.basic_qos(
-                want.min(u16::MAX as usize) as u16,
-                BasicQosOptions::default(),
-            )
-            .await
-            .map_err(broker_err)?;
-            let mut consumer = ch
-                .basic_consume(
-                    queue.as_str().into(),
-                    "".into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .map_err(broker_err)?;
+            let mut consumer = consume(&ch, &queue, want.min(u16::MAX as usize) as u16).await?;
             while out.len() < want {
                 match tokio::time::timeout(Duration::from_secs(2), consumer.next()).await {
                     Ok(Some(Ok(d))) => out.push(describe(&d)),
@@ -124,18 +110,7 @@ impl Producer {
     ) -> Result<Vec<Published>, PublishError> {
         let queue = names::dead_letter_queue(task_type);
         let ch = self.management_channel().await?;
-        ch.basic_qos(200, BasicQosOptions::default())
-            .await
-            .map_err(broker_err)?;
-        let mut consumer = ch
-            .basic_consume(
-                queue.as_str().into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(broker_err)?;
+        let mut consumer = consume(&ch, &queue, 200).await?;
         let mut replayed = Vec::new();
         while let Ok(Some(Ok(d))) =
             tokio::time::timeout(Duration::from_secs(2), consumer.next()).await
@@ -184,6 +159,26 @@ impl Producer {
         let _ = ch.close(200, "purged".into()).await;
         Ok(n)
     }
+}
+
+/// Consumes `queue` with manual acks and a prefetch: what is not acked goes
+/// back when the channel closes.
+async fn consume(
+    ch: &lapin::Channel,
+    queue: &str,
+    prefetch: u16,
+) -> Result<lapin::Consumer, PublishError> {
+    ch.basic_qos(prefetch, BasicQosOptions::default())
+        .await
+        .map_err(broker_err)?;
+    ch.basic_consume(
+        queue.into(),
+        "".into(),
+        BasicConsumeOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .map_err(broker_err)
 }
 
 fn describe(d: &lapin::message::Delivery) -> DeadLetter {

@@ -166,48 +166,41 @@ impl Producer {
             // broker that never confirms must not hold the caller past it.
             let pass = async {
                 let mut in_flight = FuturesUnordered::new();
-                for &i in &todo {
-                    if broken {
-                        retry.push(i);
+                let mut waiting = todo.iter().copied();
+                let mut next = waiting.next();
+                loop {
+                    // Publish while there is room in flight; otherwise settle one.
+                    if let Some(i) = next.filter(|_| in_flight.len() < self.config.max_in_flight) {
+                        next = waiting.next();
+                        if broken {
+                            retry.push(i);
+                            continue;
+                        }
+                        let t = &tasks[i];
+                        let sent = channel
+                            .basic_publish(
+                                names::TASK_EXCHANGE.into(),
+                                t.envelope.task_type.as_str().into(),
+                                BasicPublishOptions {
+                                    mandatory: true,
+                                    ..BasicPublishOptions::default()
+                                },
+                                &t.body,
+                                t.envelope.to_properties(),
+                            )
+                            .await;
+                        match sent {
+                            Ok(confirm) => in_flight.push(async move { (i, confirm.await) }),
+                            Err(_) => {
+                                broken = true;
+                                retry.push(i);
+                            }
+                        }
                         continue;
                     }
-                    let t = &tasks[i];
-                    let sent = channel
-                        .basic_publish(
-                            names::TASK_EXCHANGE.into(),
-                            t.envelope.task_type.as_str().into(),
-                            BasicPublishOptions {
-                                mandatory: true,
-                                ..BasicPublishOptions::default()
-                            },
-                            &t.body,
-                            t.envelope.to_properties(),
-                        )
-                        .await;
-                    match sent {
-                        Ok(confirm) => in_flight.push(async move { (i, confirm.await) }),
-                        Err(_) => {
-                            broken = true;
-                            retry.push(i);
-                        }
-                    }
-                    while in_flight.len() >= self.config.max_in_flight {
-                        let (i, res) = in_flight.next().await.expect("non-empty");
-                        if settle(
-                            i,
-                            res,
-                            &tasks,
-                            &mut results,
-                            &mut retry,
-                            &mut queued,
-                            &mut returned,
-                        ) {
-                            settled += 1;
-                            progress(settled);
-                        }
-                    }
-                }
-                while let Some((i, res)) = in_flight.next().await {
+                    let Some((i, res)) = in_flight.next().await else {
+                        break;
+                    };
                     if settle(
                         i,
                         res,
