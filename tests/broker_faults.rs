@@ -5,6 +5,7 @@
 mod broker_node;
 mod support;
 
+use broker_link::Declare;
 use broker_node::{BrokerNode, BrokerOpts};
 use broker_topology::{Capability, ReceiptType, Topology, names};
 use lapin::options::QueueDeclareOptions;
@@ -57,7 +58,7 @@ async fn two_broker_restarts_during_2000_tasks_lose_nothing() {
     let url = node.amqp_url();
     let dir = tempfile::tempdir().unwrap();
     let store_url = format!("sqlite://{}", dir.path().join("receipts.db").display());
-    let conn = broker_topology::connect(&url, "test").await.unwrap();
+    let conn = broker_link::connect(&url, "test").await.unwrap();
     Topology::for_capabilities(&[Capability::new("command.execute").unwrap()])
         .apply(&conn)
         .await
@@ -215,7 +216,7 @@ async fn a_blocked_broker_stops_the_worker_taking_work_and_memory_stays_bounded(
     const PREFETCH: usize = 200;
     let node = BrokerNode::start(BrokerOpts::default());
     let url = node.amqp_url();
-    let conn = broker_topology::connect(&url, "test").await.unwrap();
+    let conn = broker_link::connect(&url, "test").await.unwrap();
     Topology::for_capabilities(&[Capability::new("noop").unwrap()])
         .apply(&conn)
         .await

@@ -3,6 +3,7 @@
 
 mod support;
 
+use broker_link::Declare;
 use broker_topology::{ContentType, Receipt, ReceiptType, Topology, names};
 use lapin::BasicProperties;
 use lapin::options::{BasicPublishOptions, QueueDeclareOptions};

@@ -3,6 +3,7 @@
 
 mod support;
 
+use broker_link::Declare;
 use broker_topology::{Receipt, ReceiptType, Topology, names};
 use futures_util::future::join_all;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};

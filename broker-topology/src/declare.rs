@@ -1,14 +1,13 @@
-//! The topology as data: what chit declares, applied idempotently, and
-//! compared with what a broker already has.
+//! The topology as data: what chit declares, and the report of how a broker
+//! compares with it.
 //!
 //! Declarations are plain values so they can be replayed after a reconnect and
-//! printed by `chit topology show`.
+//! printed by `chit topology show`; `broker-link` applies and inspects them.
 
-use crate::error::{Error, ErrorKind};
+use crate::error::Error;
 use crate::names;
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::ExchangeKind;
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{Channel, Connection, ExchangeKind};
 
 /// Default `x-delivery-limit`: deliveries of one message before the broker
 /// dead-letters it, which stops a task that kills its worker every time.
@@ -207,174 +206,6 @@ impl Topology {
             arguments: args(&a),
         }
     }
-
-    /// Declares everything on a fresh channel of `conn`. Idempotent. A queue or
-    /// exchange that exists with other arguments fails with
-    /// [`ErrorKind::Inequivalent`], naming it and the argument.
-    pub async fn apply(&self, conn: &Connection) -> Result<(), Error> {
-        let channel = conn
-            .create_channel()
-            .await
-            .map_err(|e| Error::from_lapin("opening a channel", e))?;
-        for x in &self.exchanges {
-            declare_exchange(&channel, x, false).await?;
-        }
-        for q in &self.queues {
-            declare_queue(&channel, q, false).await?;
-        }
-        for b in &self.bindings {
-            channel
-                .queue_bind(
-                    b.queue.as_str().into(),
-                    b.exchange.as_str().into(),
-                    b.routing_key.as_str().into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .map_err(|e| {
-                    Error::from_lapin(&format!("binding queue {} to {}", b.queue, b.exchange), e)
-                })?;
-        }
-        let _ = channel.close(200, "topology applied".into()).await;
-        Ok(())
-    }
-
-    /// Compares the broker with this topology without changing anything that
-    /// exists. Missing entities are reported, not created.
-    pub async fn inspect(&self, conn: &Connection) -> Result<TopologyReport, Error> {
-        let mut entries = Vec::new();
-        for x in &self.exchanges {
-            let state = probe(conn, |ch| {
-                let x = x.clone();
-                async move {
-                    declare_exchange(&ch, &x, true).await?;
-                    declare_exchange(&ch, &x, false).await?;
-                    Ok(None)
-                }
-            })
-            .await?;
-            entries.push(EntityReport {
-                entity: "exchange",
-                name: x.name.clone(),
-                state,
-            });
-        }
-        for q in &self.queues {
-            let state = probe(conn, |ch| {
-                let q = q.clone();
-                async move {
-                    declare_queue(&ch, &q, true).await?;
-                    let queue = declare_queue(&ch, &q, false).await?;
-                    Ok(Some((queue.message_count(), queue.consumer_count())))
-                }
-            })
-            .await?;
-            entries.push(EntityReport {
-                entity: "queue",
-                name: q.name.clone(),
-                state,
-            });
-        }
-        Ok(TopologyReport { entries })
-    }
-}
-
-/// Runs one check on its own channel, since a failed declare closes it.
-async fn probe<F, Fut>(conn: &Connection, check: F) -> Result<EntityState, Error>
-where
-    F: FnOnce(Channel) -> Fut,
-    Fut: std::future::Future<Output = Result<Option<(u32, u32)>, Error>>,
-{
-    let channel = conn
-        .create_channel()
-        .await
-        .map_err(|e| Error::from_lapin("opening a channel", e))?;
-    let result = check(channel.clone()).await;
-    let _ = channel.close(200, "probe done".into()).await;
-    match result {
-        Ok(Some((messages, consumers))) => Ok(EntityState::Present {
-            messages: Some(messages),
-            consumers: Some(consumers),
-        }),
-        Ok(None) => Ok(EntityState::Present {
-            messages: None,
-            consumers: None,
-        }),
-        Err(e) => match e.kind() {
-            ErrorKind::Inequivalent { detail, .. } => Ok(EntityState::Differs(detail.clone())),
-            ErrorKind::Broker if e.to_string().contains("NOT_FOUND") => Ok(EntityState::Missing),
-            _ => Err(e),
-        },
-    }
-}
-
-async fn declare_exchange(channel: &Channel, x: &ExchangeDecl, passive: bool) -> Result<(), Error> {
-    channel
-        .exchange_declare(
-            x.name.as_str().into(),
-            x.kind.clone(),
-            ExchangeDeclareOptions {
-                durable: true,
-                passive,
-                ..ExchangeDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .map_err(|e| declare_error("exchange", &x.name, e))
-}
-
-async fn declare_queue(
-    channel: &Channel,
-    q: &QueueDecl,
-    passive: bool,
-) -> Result<lapin::Queue, Error> {
-    channel
-        .queue_declare(
-            q.name.as_str().into(),
-            QueueDeclareOptions {
-                durable: true,
-                passive,
-                ..QueueDeclareOptions::default()
-            },
-            if passive {
-                FieldTable::default()
-            } else {
-                q.arguments.clone()
-            },
-        )
-        .await
-        .map_err(|e| declare_error("queue", &q.name, e))
-}
-
-/// Turns a PRECONDITION_FAILED into an error that names the entity and argument.
-fn declare_error(entity: &'static str, name: &str, err: lapin::Error) -> Error {
-    if let lapin::ErrorKind::ProtocolError(amqp) = err.kind() {
-        let text = amqp.get_message().as_str();
-        if text.contains("PRECONDITION_FAILED") {
-            let argument = text
-                .split("inequivalent arg '")
-                .nth(1)
-                .and_then(|rest| rest.split('\'').next())
-                .unwrap_or("unknown")
-                .to_owned();
-            let detail = text.trim_start_matches("PRECONDITION_FAILED - ").to_owned();
-            return Error::new(
-                ErrorKind::Inequivalent {
-                    entity,
-                    name: name.to_owned(),
-                    argument: argument.clone(),
-                    detail: detail.clone(),
-                },
-                format!(
-                    "{entity} {name} already exists with a different {argument} than chit \
-                     declares ({detail}); delete it or change it with a policy, then apply again"
-                ),
-            );
-        }
-    }
-    Error::from_lapin(&format!("declaring {entity} {name}"), err)
 }
 
 /// The state of one exchange or queue on the broker.

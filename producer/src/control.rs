@@ -1,11 +1,11 @@
 //! Cancelling tasks: a cancel request broadcast to every worker.
 
-use crate::error::{PublishError, PublishErrorKind};
+use crate::error::PublishError;
 use crate::publisher::Producer;
+use broker_link::{Outgoing, PublishOutcome};
 use broker_topology::control::CancelRequest;
 use broker_topology::{ContentType, names};
-use lapin::options::BasicPublishOptions;
-use lapin::{BasicProperties, Confirmation};
+use lapin::BasicProperties;
 
 impl Producer {
     /// Asks every worker to cancel `task_id`; returns once the broker confirmed.
@@ -19,39 +19,25 @@ impl Producer {
             .encode(&req)
             .expect("cancel request encodes");
         let deadline = std::time::Instant::now() + self.config().publish_deadline;
-        let session = self
+        let message = Outgoing {
+            exchange: names::CONTROL_EXCHANGE,
+            routing_key: "",
+            body: &body,
+            properties: BasicProperties::default()
+                .with_content_type(ContentType::Json.as_str().into())
+                .with_delivery_mode(2),
+            mandatory: true,
+        };
+        match self
             .link()
-            .session_until(Some(deadline))
+            .publish_confirmed(&message, Some(deadline))
             .await
-            .map_err(|e| {
-                PublishError::new(
-                    PublishErrorKind::Unavailable,
-                    format!("cannot send the cancel request: {e}"),
-                )
-            })?;
-        let confirm = session
-            .publisher
-            .basic_publish(
-                names::CONTROL_EXCHANGE.into(),
-                "".into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..Default::default()
-                },
-                &body,
-                BasicProperties::default()
-                    .with_content_type(ContentType::Json.as_str().into())
-                    .with_delivery_mode(2),
-            )
-            .await
-            .map_err(|e| PublishError::new(PublishErrorKind::Unavailable, e.to_string()))?
-            .await
-            .map_err(|e| PublishError::new(PublishErrorKind::Unavailable, e.to_string()))?;
-        match confirm {
-            Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
-            _ => Err(PublishError::new(
-                PublishErrorKind::Nacked,
-                "the broker refused the cancel request",
+        {
+            PublishOutcome::Confirmed => Ok(()),
+            outcome => Err(PublishError::from_outcome(
+                outcome,
+                "the cancel request",
+                names::CONTROL_EXCHANGE,
             )),
         }
     }

@@ -8,6 +8,7 @@
 use crate::error::{PublishError, PublishErrorKind};
 use crate::publisher::{Producer, Published};
 use crate::task::TaskSpec;
+use broker_link::LinkError;
 use broker_topology::envelope::{H_LAST_ERROR, header_string};
 use broker_topology::{TaskEnvelope, names};
 use futures_util::StreamExt;
@@ -36,10 +37,10 @@ pub struct DeadLetter {
     pub payload: String,
 }
 
-fn broker_err(e: impl std::fmt::Display) -> PublishError {
-    PublishError::new(
-        PublishErrorKind::Unavailable,
-        format!("dead-letter queue: {e}"),
+fn broker_err(e: lapin::Error) -> PublishError {
+    PublishError::from_link(
+        "dead-letter queue",
+        LinkError::from_lapin("dead-letter queue", e),
     )
 }
 
@@ -52,7 +53,7 @@ impl Producer {
             .link()
             .session_until(Some(deadline))
             .await
-            .map_err(broker_err)?;
+            .map_err(|e| PublishError::from_link("dead-letter queue", e))?;
         session
             .connection
             .create_channel()
@@ -79,10 +80,20 @@ impl Producer {
             )
             .await
             .map_err(|e| {
-                PublishError::new(
-                    PublishErrorKind::InvalidTask,
-                    format!("no dead-letter queue for task type {task_type:?} ({queue}): {e}"),
-                )
+                let e = LinkError::from_lapin(format!("dead-letter queue {queue}"), e);
+                if e.is_not_found() {
+                    PublishError::new(
+                        PublishErrorKind::QueueNotFound {
+                            queue: queue.clone(),
+                        },
+                        format!(
+                            "no dead-letter queue for task type {task_type:?} ({queue}): \
+                             apply the topology for it (chit topology apply --capability {task_type})"
+                        ),
+                    )
+                } else {
+                    PublishError::from_link("dead-letter queue", e)
+                }
             })?;
         let total = declared.message_count();
         let want = (total as usize).min(limit);

@@ -4,24 +4,22 @@
 //!
 //! - [`Producer`] publishes tasks to the task exchange with the mandatory flag
 //!   and pipelined confirms, then emits each task's `queued` receipt.
-//! - [`ReceiptPublisher`] batches receipts into few AMQP messages and tells each
-//!   caller when its receipts are confirmed. The worker uses it too: it is the
-//!   one place where receipts reach the broker.
+//! - `pass`: the bookkeeping of one publish of many tasks, testable alone.
 //! - [`TaskSpec`] is one task to publish.
 //! - `control`: [`Producer::cancel`] broadcasts a cancel request.
 //! - `dlq`: list, replay and purge dead letters.
 //!
-//! Nothing is reported as published without a broker confirm.
+//! Nothing is reported as published without a broker confirm. Every message
+//! goes out through `broker-link`.
 
 mod control;
 mod dlq;
 mod error;
+mod pass;
 mod publisher;
-mod receipts;
 mod task;
 
 pub use dlq::{DeadLetter, REPLAY_ATTEMPTS};
 pub use error::{PublishError, PublishErrorKind};
 pub use publisher::{Producer, ProducerConfig, Published};
-pub use receipts::{BatchConfig, ReceiptPublisher};
 pub use task::TaskSpec;

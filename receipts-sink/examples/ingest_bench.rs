@@ -16,6 +16,7 @@
 //!
 //! The store should be empty: the bench waits until it holds N receipts.
 
+use broker_link::Declare;
 use broker_topology::{Receipt, ReceiptType, Topology, names};
 use futures_util::future::join_all;
 use lapin::BasicProperties;
@@ -35,7 +36,7 @@ struct Args {
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
-        amqp_url: broker_topology::connect::DEFAULT_AMQP_URL.into(),
+        amqp_url: broker_link::DEFAULT_AMQP_URL.into(),
         store: String::new(),
         receipts: 100_000,
         per_message: 50,
@@ -98,7 +99,7 @@ fn receipts(n: usize) -> Vec<Receipt> {
 }
 
 async fn publish(url: &str, receipts: &[Receipt], per_message: usize) -> Result<(), String> {
-    let conn = broker_topology::connect(url, "chit-ingest-bench")
+    let conn = broker_link::connect(url, "chit-ingest-bench")
         .await
         .map_err(|e| e.to_string())?;
     Topology::core()

@@ -13,7 +13,7 @@
 //! are logged and answered with a generic 500.
 
 use crate::error::SinkError;
-use crate::status::{BrokerState, SinkStatus};
+use crate::status::SinkStatus;
 use crate::store::{MAX_PAGE_SIZE, Store};
 use crate::task::{TaskFilter, TaskState};
 use axum::extract::rejection::QueryRejection;
@@ -189,7 +189,7 @@ async fn healthz(State(state): State<ApiState>) -> Response {
         }
     };
     let broker = state.status.broker();
-    let healthy = store_ok && broker == BrokerState::Connected;
+    let healthy = store_ok && broker.is_healthy();
     let code = if healthy {
         StatusCode::OK
     } else {

@@ -11,22 +11,27 @@
 //! - a store write that fails is retried with backoff, the receipts still in
 //!   memory and their messages unacked, until it succeeds (or shutdown);
 //! - a lost connection (the consumer stream ends or errors, an ack fails)
-//!   ends the session: its unacked batches are dropped, because the broker
-//!   redelivers their messages and inserts are idempotent, and the sink
-//!   reconnects with [`Backoff`], re-declares and re-subscribes. Tags of a
-//!   dead channel are never acked on a new one: batches belong to a session.
+//!   ends the subscription: its unacked batches are dropped, because the
+//!   broker redelivers their messages and inserts are idempotent, and the
+//!   sink's [`BrokerLink`] reconnects with backoff and re-declares; the sink
+//!   re-subscribes. Tags of a dead channel are never acked on a new one:
+//!   batches belong to a subscription.
+//! - refused credentials or a conflicting topology stop the sink with an
+//!   error: waiting will not fix them.
 
 use crate::api::{self, ApiState};
 use crate::batch::Batch;
 use crate::error::SinkError;
-use crate::status::{BrokerState, SinkStatus};
+use crate::status::SinkStatus;
 use crate::store::{Store, WriteStats};
+use broker_link::time::sleep_until_opt;
+use broker_link::{Backoff, BrokerLink, Session};
 use broker_topology::codec::BadReceipt;
-use broker_topology::{Backoff, ErrorKind, Receipt, Topology, names};
+use broker_topology::{Receipt, Topology, names};
 use futures_util::StreamExt;
 use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
-use lapin::{Acker, Channel, Connection, Consumer};
+use lapin::{Acker, Channel, Consumer};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -86,7 +91,7 @@ impl SinkConfig {
 impl Default for SinkConfig {
     fn default() -> Self {
         SinkConfig {
-            amqp_url: broker_topology::connect::DEFAULT_AMQP_URL.into(),
+            amqp_url: broker_link::DEFAULT_AMQP_URL.into(),
             store_url: DEFAULT_STORE_URL.into(),
             http_addr: DEFAULT_HTTP_ADDR.parse().expect("valid default address"),
             batch_size: DEFAULT_BATCH_SIZE,
@@ -121,7 +126,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), SinkError> {
     let store = Store::open(&config.store_url).await?;
-    let status = Arc::new(SinkStatus::new());
+    let link = BrokerLink::new(config.amqp_url.clone(), CONNECTION_NAME, Topology::core());
+    let status = Arc::new(SinkStatus::with_link(link.status()));
     let addr = listener.local_addr().map_err(SinkError::Http)?;
     info!(
         http_addr = %addr,
@@ -140,8 +146,8 @@ pub async fn serve(
             .await
     });
 
-    let result = consume(&config, &store, &status, shutdown).await;
-    status.set_broker(BrokerState::Stopped);
+    let result = consume(&config, &link, &store, &status, shutdown).await;
+    link.close().await;
 
     let _ = stop_http.send(());
     match tokio::time::timeout(HTTP_DRAIN, http).await {
@@ -157,9 +163,11 @@ pub async fn serve(
 
 type Shutdown<'a> = Pin<&'a mut (dyn Future<Output = ()> + Send + 'a)>;
 
-/// Sessions until shutdown: connect, consume, and reconnect after a loss.
+/// Subscriptions until shutdown: subscribe on the link's session, consume,
+/// and subscribe again on a new session after a loss.
 async fn consume(
     config: &SinkConfig,
+    link: &BrokerLink,
     store: &Store,
     status: &SinkStatus,
     shutdown: impl Future<Output = ()> + Send,
@@ -167,32 +175,36 @@ async fn consume(
     let mut shutdown = std::pin::pin!(shutdown);
     let mut backoff = Backoff::default();
     loop {
-        let opened = tokio::select! {
+        // The link waits out an unreachable broker; what it gives up on
+        // (refused credentials, a conflicting topology) will not pass.
+        let session = tokio::select! {
             _ = shutdown.as_mut() => return Ok(()),
-            s = Session::open(config) => s,
+            s = link.session() => s,
         };
-        let err = match opened {
-            Ok(session) => {
-                status.set_broker(BrokerState::Connected);
+        let session = match session {
+            Ok(s) => s,
+            Err(e) => {
+                error!(error = %e, "cannot use the broker");
+                return Err(SinkError::Broker(e));
+            }
+        };
+        let err = match Subscription::open(&session, config).await {
+            Ok(subscription) => {
                 info!(
                     queue = names::SINK_QUEUE,
                     "connected to broker; consuming receipts"
                 );
-                match session
+                match subscription
                     .run(config, store, status, shutdown.as_mut(), &mut backoff)
                     .await
                 {
-                    SessionEnd::Shutdown => return Ok(()),
-                    SessionEnd::Lost(e) => e,
+                    SubscriptionEnd::Shutdown => return Ok(()),
+                    SubscriptionEnd::Lost(e) => e,
                 }
-            }
-            Err(SinkError::Broker(e)) if matches!(e.kind(), ErrorKind::Inequivalent { .. }) => {
-                error!(error = %e, "the broker's topology conflicts with chit's");
-                return Err(SinkError::Broker(e));
             }
             Err(e) => e,
         };
-        status.set_broker(BrokerState::Reconnecting);
+        link.invalidate(session.generation).await;
         let delay = backoff.next_delay();
         warn!(
             error = %err,
@@ -206,8 +218,8 @@ async fn consume(
     }
 }
 
-/// Why a session ended.
-enum SessionEnd {
+/// Why a subscription ended.
+enum SubscriptionEnd {
     /// Shutdown was asked for, and the open batch was handled.
     Shutdown,
     /// The connection or channel is gone.
@@ -229,18 +241,16 @@ struct InFlight {
     meta: BatchMeta,
 }
 
-/// One connection, channel and consumer, and the batches read through them.
-struct Session {
-    conn: Connection,
+/// One channel and consumer on the link's session, and the batches read
+/// through them.
+struct Subscription {
     channel: Channel,
     consumer: Consumer,
 }
 
-impl Session {
-    async fn open(config: &SinkConfig) -> Result<Session, SinkError> {
-        let conn = broker_topology::connect(&config.amqp_url, CONNECTION_NAME).await?;
-        Topology::core().apply(&conn).await?;
-        let channel = conn.create_channel().await?;
+impl Subscription {
+    async fn open(session: &Session, config: &SinkConfig) -> Result<Subscription, SinkError> {
+        let channel = session.connection.create_channel().await?;
         channel
             .basic_qos(config.prefetch, BasicQosOptions::default())
             .await?;
@@ -253,11 +263,7 @@ impl Session {
                 FieldTable::default(),
             )
             .await?;
-        Ok(Session {
-            conn,
-            channel,
-            consumer,
-        })
+        Ok(Subscription { channel, consumer })
     }
 
     async fn run(
@@ -267,7 +273,7 @@ impl Session {
         status: &SinkStatus,
         mut shutdown: Shutdown<'_>,
         backoff: &mut Backoff,
-    ) -> SessionEnd {
+    ) -> SubscriptionEnd {
         let batch_size = config.batch_size.max(1);
         let mut open = Batch::default();
         let mut in_flight: Option<InFlight> = None;
@@ -289,7 +295,7 @@ impl Session {
                         in_flight = Some(start_write(store, std::mem::take(&mut open)));
                     }
                 }
-                _ = sleep_until(deadline), if deadline.is_some() && in_flight.is_none() => {
+                _ = sleep_until_opt(deadline), if deadline.is_some() && in_flight.is_none() => {
                     in_flight = Some(start_write(store, std::mem::take(&mut open)));
                 }
                 next = self.consumer.next(), if !full => match next {
@@ -312,11 +318,11 @@ impl Session {
                 if let Some(f) = in_flight {
                     f.handle.abort();
                 }
-                SessionEnd::Lost(e)
+                SubscriptionEnd::Lost(e)
             }
             None => {
                 self.drain(store, status, in_flight, open).await;
-                SessionEnd::Shutdown
+                SubscriptionEnd::Shutdown
             }
         }
     }
@@ -356,14 +362,6 @@ impl Session {
             .channel
             .close(200, "receipts sink stopping".into())
             .await;
-        let _ = self.conn.close(200, "receipts sink stopping".into()).await;
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -31,9 +31,9 @@ pub enum SinkError {
     /// A list cursor that this store did not hand out.
     #[error("invalid cursor: {0}")]
     BadCursor(String),
-    /// The broker could not be reached, or refused a declaration.
+    /// The broker could not be reached, or refused access or a declaration.
     #[error("broker error: {0}")]
-    Broker(#[from] broker_topology::Error),
+    Broker(#[from] broker_link::LinkError),
     /// An AMQP operation on an open connection failed.
     #[error("AMQP error: {0}")]
     Amqp(#[from] lapin::Error),

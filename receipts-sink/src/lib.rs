@@ -15,7 +15,7 @@
 //! - [`api`]: the HTTP API as an axum [`Router`](axum::Router), [`router`].
 //! - [`render`]: text views for the CLI, [`render_tree`] and
 //!   [`render_task_table`].
-//! - `status`: the connection state and totals shared with `/healthz`
+//! - `status`: the broker link's state and totals shared with `/healthz`
 //!   ([`SinkStatus`]).
 //! - `error`: [`SinkError`].
 //!
@@ -39,6 +39,6 @@ pub use consumer::{
 };
 pub use error::SinkError;
 pub use render::{render_task_table, render_tree};
-pub use status::{BrokerState, SinkStatus, SinkTotals};
+pub use status::{SinkStatus, SinkTotals};
 pub use store::{QuarantinedRecord, Store, StoreCounts, StoreKind, WriteStats};
 pub use task::{Page, TaskFilter, TaskRow, TaskState, TaskView};

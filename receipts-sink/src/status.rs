@@ -1,55 +1,14 @@
-//! What the running sink shares with its HTTP API: the broker connection
-//! state and running totals, updated by the consumer and read by `/healthz`.
+//! What the running sink shares with its HTTP API: the broker link's state
+//! and running totals, updated by the consumer and read by `/healthz`.
 
+use broker_link::{LinkState, LinkStatus};
 use serde::Serialize;
-use std::fmt;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-/// The consumer's connection to the broker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BrokerState {
-    /// Connecting for the first time.
-    Connecting,
-    /// Connected and consuming.
-    Connected,
-    /// The connection was lost; reconnecting with backoff.
-    Reconnecting,
-    /// Shut down.
-    Stopped,
-}
-
-impl BrokerState {
-    /// The name shown by `/healthz`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BrokerState::Connecting => "connecting",
-            BrokerState::Connected => "connected",
-            BrokerState::Reconnecting => "reconnecting",
-            BrokerState::Stopped => "stopped",
-        }
-    }
-
-    fn from_u8(v: u8) -> BrokerState {
-        match v {
-            1 => BrokerState::Connected,
-            2 => BrokerState::Reconnecting,
-            3 => BrokerState::Stopped,
-            _ => BrokerState::Connecting,
-        }
-    }
-}
-
-impl fmt::Display for BrokerState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Shared between the consumer (writer) and the API (reader); lock-free.
+/// Shared between the consumer (writer) and the API (reader).
 #[derive(Debug, Default)]
 pub struct SinkStatus {
-    broker: AtomicU8,
+    broker: LinkStatus,
     inserted: AtomicU64,
     duplicates: AtomicU64,
     quarantined: AtomicU64,
@@ -70,25 +29,27 @@ pub struct SinkTotals {
 }
 
 impl SinkStatus {
-    /// A status in the [`BrokerState::Connecting`] state with zero totals.
+    /// A status not yet connected, with zero totals.
     pub fn new() -> Self {
         SinkStatus::default()
     }
 
-    /// The broker connection state.
-    pub fn broker(&self) -> BrokerState {
-        BrokerState::from_u8(self.broker.load(Ordering::Relaxed))
+    /// A status that reports `link`'s state.
+    pub fn with_link(link: LinkStatus) -> Self {
+        SinkStatus {
+            broker: link,
+            ..SinkStatus::default()
+        }
     }
 
-    /// Sets the broker connection state.
-    pub fn set_broker(&self, state: BrokerState) {
-        let v = match state {
-            BrokerState::Connecting => 0,
-            BrokerState::Connected => 1,
-            BrokerState::Reconnecting => 2,
-            BrokerState::Stopped => 3,
-        };
-        self.broker.store(v, Ordering::Relaxed);
+    /// The broker link's state.
+    pub fn broker(&self) -> LinkState {
+        self.broker.get()
+    }
+
+    /// Sets the broker link's state (the link does this; tests may).
+    pub fn set_broker(&self, state: LinkState) {
+        self.broker.set(state);
     }
 
     /// Adds a committed batch to the totals.
@@ -117,17 +78,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn states_round_trip() {
-        let s = SinkStatus::new();
-        assert_eq!(s.broker(), BrokerState::Connecting);
-        for st in [
-            BrokerState::Connected,
-            BrokerState::Reconnecting,
-            BrokerState::Stopped,
-            BrokerState::Connecting,
-        ] {
-            s.set_broker(st);
-            assert_eq!(s.broker(), st);
-        }
+    fn the_status_shows_the_links_state() {
+        let link = LinkStatus::default();
+        let s = SinkStatus::with_link(link.clone());
+        assert_eq!(s.broker(), LinkState::Idle);
+        link.set(LinkState::Connected);
+        assert_eq!(s.broker(), LinkState::Connected);
+        link.set(LinkState::Reconnecting("lost".into()));
+        assert_eq!(s.broker().as_str(), "reconnecting");
     }
 }

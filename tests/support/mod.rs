@@ -4,6 +4,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+use broker_link::Declare;
 use broker_topology::{Receipt, codec};
 use futures_util::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
@@ -46,7 +47,7 @@ impl Vhost {
 
     /// Opens a plain lapin connection to this vhost.
     pub async fn connect(&self) -> lapin::Connection {
-        broker_topology::connect(&self.url, "chit-test")
+        broker_link::connect(&self.url, "chit-test")
             .await
             .expect("connect to test vhost")
     }

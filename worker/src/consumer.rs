@@ -82,7 +82,7 @@ impl Loop {
 
     async fn session(
         &self,
-        session: &broker_topology::Session,
+        session: &broker_link::Session,
         permits: &Arc<Semaphore>,
         shutdown: &mut Shutdown,
         books: &mut Vec<tokio::task::JoinHandle<()>>,

@@ -6,7 +6,8 @@
 use crate::cancel::CancelBook;
 use crate::shutdown::Shutdown;
 use broker_topology::control::CancelRequest;
-use broker_topology::{BrokerLink, ContentType, names};
+use broker_link::BrokerLink;
+use broker_topology::{ContentType, names};
 use futures_util::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};

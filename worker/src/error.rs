@@ -26,9 +26,12 @@ pub enum WorkerError {
         /// Its complaint.
         message: String,
     },
+    /// A capability name breaks the wire contract.
+    #[error(transparent)]
+    Contract(#[from] broker_topology::Error),
     /// The broker refused something that retrying will not fix.
     #[error(transparent)]
-    Broker(#[from] broker_topology::Error),
+    Broker(#[from] broker_link::LinkError),
 }
 
 impl WorkerError {

@@ -9,7 +9,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use broker_topology::{BrokerLink, LinkState};
+use broker_link::BrokerLink;
 use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,15 +21,15 @@ struct Health {
 }
 
 async fn healthz(State(h): State<Health>) -> (StatusCode, Json<serde_json::Value>) {
-    let (status, broker, detail) = match h.link.state() {
-        LinkState::Connected => (StatusCode::OK, "connected", None),
-        LinkState::Blocked(reason) => (StatusCode::OK, "blocked", Some(reason)),
-        LinkState::Reconnecting(e) => (StatusCode::SERVICE_UNAVAILABLE, "reconnecting", Some(e)),
-        LinkState::Idle => (StatusCode::SERVICE_UNAVAILABLE, "connecting", None),
+    let state = h.link.state();
+    let status = if state.is_healthy() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
     };
     (
         status,
-        Json(json!({"worker_id": h.worker_id, "broker": broker, "detail": detail})),
+        Json(json!({"worker_id": h.worker_id, "broker": state.as_str(), "detail": state.detail()})),
     )
 }
 

@@ -3,6 +3,7 @@
 //! watches the sink's SQLite store until every success receipt is committed.
 //! A worker and a sink must be running. Prints one JSON line.
 
+use broker_link::Declare;
 use broker_topology::{ContentType, ReceiptType, Topology, codec, names};
 use chit_bench::percentile;
 use clap::Parser;
@@ -48,7 +49,7 @@ async fn main() {
     let seen = Arc::new(Mutex::new(Seen::default()));
 
     // Tap on every receipt batch, through a queue of our own.
-    let conn = broker_topology::connect(&args.amqp_url, "chit-bench-tap")
+    let conn = broker_link::connect(&args.amqp_url, "chit-bench-tap")
         .await
         .expect("connect");
     Topology::core().apply(&conn).await.expect("topology");

@@ -4,6 +4,7 @@ use super::*;
 use crate::store::tests::{life, sqlite_store};
 use axum::body::Body;
 use axum::http::Request;
+use broker_link::LinkState;
 use broker_topology::codec::BadReceipt;
 use serde_json::Value;
 use tower::ServiceExt;
@@ -177,7 +178,7 @@ async fn healthz_names_the_part_that_is_down() {
         serde_json::json!({"store": "ok", "broker": "connecting"})
     );
 
-    status.set_broker(BrokerState::Connected);
+    status.set_broker(LinkState::Connected);
     let (code, body) = get(&app, "/healthz").await;
     assert_eq!(code, StatusCode::OK);
     assert_eq!(
@@ -185,12 +186,12 @@ async fn healthz_names_the_part_that_is_down() {
         serde_json::json!({"store": "ok", "broker": "connected"})
     );
 
-    status.set_broker(BrokerState::Reconnecting);
+    status.set_broker(LinkState::Reconnecting("connection lost".into()));
     let (code, body) = get(&app, "/healthz").await;
     assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body["broker"], "reconnecting");
 
-    status.set_broker(BrokerState::Connected);
+    status.set_broker(LinkState::Connected);
     store.close().await;
     let (code, body) = get(&app, "/healthz").await;
     assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);

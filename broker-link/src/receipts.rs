@@ -3,17 +3,20 @@
 //!
 //! A batch closes when it holds `max_receipts`, or `linger` after its first
 //! receipt, or at once when a caller awaits its confirm and at most one other
-//! batch is in flight; up to `max_in_flight` batches await their confirms at once. Under load a batch carries hundreds of receipts, so a task
+//! batch is in flight; up to `max_in_flight` batches await their confirms at
+//! once. Under load a batch carries hundreds of receipts, so a task
 //! costs a small fraction of a broker message in receipts; at low load a
 //! receipt waits at most `linger`. A batch whose publish fails is sent again
 //! on the next connection: receipts are keyed by id, so a repeat is harmless.
 
-use crate::error::{PublishError, PublishErrorKind};
-use broker_topology::{BrokerLink, ContentType, Receipt, names};
+use crate::error::LinkError;
+use crate::link::BrokerLink;
+use crate::publish::{Outgoing, PendingConfirm, PublishOutcome, send};
+use crate::time::sleep_until_opt;
+use broker_topology::{ContentType, Receipt, names};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use lapin::options::BasicPublishOptions;
-use lapin::{BasicProperties, Confirmation};
+use lapin::BasicProperties;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
@@ -52,7 +55,8 @@ struct Submission {
     confirmed: Option<oneshot::Sender<()>>,
 }
 
-struct Batch {
+/// Receipts encoded into one message, with whoever waits for its confirm.
+struct SealedBatch {
     body: Vec<u8>,
     count: usize,
     waiters: Vec<oneshot::Sender<()>>,
@@ -69,20 +73,15 @@ pub struct ReceiptPublisher {
 pub struct Confirmed(oneshot::Receiver<()>);
 
 impl Future for Confirmed {
-    type Output = Result<(), PublishError>;
+    type Output = Result<(), LinkError>;
 
     fn poll(
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
-        Pin::new(&mut self.0).poll(cx).map(|r| {
-            r.map_err(|_| {
-                PublishError::new(
-                    PublishErrorKind::ReceiptNotConfirmed,
-                    "the receipt publisher stopped before the broker confirmed",
-                )
-            })
-        })
+        Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.map_err(|_| LinkError::PublisherStopped))
     }
 }
 
@@ -125,8 +124,7 @@ impl ReceiptPublisher {
     }
 }
 
-type InFlight =
-    Pin<Box<dyn Future<Output = (Batch, u64, Result<Confirmation, lapin::Error>)> + Send>>;
+type InFlight = Pin<Box<dyn Future<Output = (SealedBatch, PublishOutcome)> + Send>>;
 
 async fn run(
     link: Arc<BrokerLink>,
@@ -137,7 +135,7 @@ async fn run(
     let mut pending: Vec<Receipt> = Vec::with_capacity(config.max_receipts);
     let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
     let mut linger_until: Option<Instant> = None;
-    let mut sealed: VecDeque<Batch> = VecDeque::new();
+    let mut sealed: VecDeque<SealedBatch> = VecDeque::new();
     let mut in_flight: FuturesUnordered<InFlight> = FuturesUnordered::new();
     let mut closed = false;
     let props = BasicProperties::default()
@@ -170,22 +168,19 @@ async fn run(
                         let Some(batch) = sealed.pop_front() else {
                             break;
                         };
-                        let publish = session
-                            .publisher
-                            .basic_publish(
-                                names::RECEIPT_EXCHANGE.into(),
-                                routing_key.as_str().into(),
-                                BasicPublishOptions::default(),
-                                &batch.body,
-                                props.clone(),
-                            )
-                            .await;
-                        match publish {
-                            Ok(confirm) => {
-                                let generation = session.generation;
-                                in_flight.push(Box::pin(async move {
-                                    (batch, generation, confirm.await)
-                                }));
+                        // Not mandatory: the sink queue is bound by the core
+                        // topology, and a return would have nobody to go to.
+                        let message = Outgoing {
+                            exchange: names::RECEIPT_EXCHANGE,
+                            routing_key: &routing_key,
+                            body: &batch.body,
+                            properties: props.clone(),
+                            mandatory: false,
+                        };
+                        match send(&session.publisher, &message).await {
+                            Ok(pending) => {
+                                let pending: PendingConfirm = pending;
+                                in_flight.push(Box::pin(async move { (batch, pending.await) }));
                             }
                             Err(e) => {
                                 tracing::warn!(error = %e, receipts = batch.count, "receipt publish failed; will resend");
@@ -211,16 +206,23 @@ async fn run(
         let can_take =
             !closed && pending.len() < config.max_receipts && sealed.len() < config.max_in_flight;
         tokio::select! {
-            Some((batch, _generation, result)) = in_flight.next(), if !in_flight.is_empty() => {
-                match result {
-                    Ok(Confirmation::Ack(_)) | Ok(Confirmation::NotRequested) => {
+            Some((batch, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
+                match outcome {
+                    PublishOutcome::Confirmed => {
                         for w in batch.waiters { let _ = w.send(()); }
                     }
-                    Ok(Confirmation::Nack(_)) => {
+                    PublishOutcome::Nacked => {
                         tracing::warn!(receipts = batch.count, "broker nacked a receipt batch; resending");
                         sealed.push_back(batch);
                     }
-                    Err(e) => {
+                    PublishOutcome::Returned { reply_code, reply_text, .. } => {
+                        // Only another publisher's mandatory message could be
+                        // paired with ours here; ours is on the broker.
+                        tracing::error!(reply_code, %reply_text, receipts = batch.count,
+                            "a receipt batch was returned; sending it again");
+                        sealed.push_back(batch);
+                    }
+                    PublishOutcome::Lost(e) => {
                         tracing::warn!(error = %e, receipts = batch.count, "receipt batch unconfirmed; resending");
                         sealed.push_front(batch);
                     }
@@ -253,20 +255,13 @@ async fn run(
     }
 }
 
-async fn sleep_until_opt(t: Option<Instant>) {
-    match t {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
-    }
-}
-
-fn seal(pending: &mut Vec<Receipt>, waiters: &mut Vec<oneshot::Sender<()>>) -> Batch {
+fn seal(pending: &mut Vec<Receipt>, waiters: &mut Vec<oneshot::Sender<()>>) -> SealedBatch {
     let body = ContentType::Json
         .encode(pending.as_slice())
         .expect("receipts always serialise to JSON");
     let count = pending.len();
     pending.clear();
-    Batch {
+    SealedBatch {
         body,
         count,
         waiters: std::mem::take(waiters),

@@ -7,8 +7,8 @@
 //! session's `generation` tells them whether a delivery tag is still valid.
 
 use crate::connect::{Backoff, connect, redact};
-use crate::declare::Topology;
-use crate::error::{Error, ErrorKind};
+use crate::error::LinkError;
+use broker_topology::Topology;
 use futures_util::StreamExt;
 use lapin::options::ConfirmSelectOptions;
 use lapin::{Channel, Connection};
@@ -17,15 +17,20 @@ use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
-/// A live connection with its publishing channel.
+/// A live connection with its publishing channels.
 #[derive(Debug)]
 pub struct Session {
     /// Increases by one with every new connection.
     pub generation: u64,
     /// The connection; open consumer channels on it.
     pub connection: Arc<Connection>,
-    /// A channel in confirm mode, shared by every publisher of the component.
-    pub publisher: Channel,
+    /// A channel in confirm mode for pipelined publishes that are never
+    /// returned (receipt batches), shared by the component.
+    pub(crate) publisher: Channel,
+    /// A confirm-mode channel for one mandatory publish at a time, so a
+    /// return always belongs to the publish that waits for it (lapin pairs a
+    /// return with the next confirm to arrive on its channel).
+    pub(crate) single: Mutex<Option<Channel>>,
 }
 
 /// Connection state, for logs and health checks.
@@ -39,6 +44,59 @@ pub enum LinkState {
     Blocked(String),
     /// Connection lost or refused; reconnecting.
     Reconnecting(String),
+    /// Closed by its owner: the component is stopping.
+    Closed,
+}
+
+impl LinkState {
+    /// The name health endpoints show: `connecting`, `connected`, `blocked`,
+    /// `reconnecting` or `stopped`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            LinkState::Idle => "connecting",
+            LinkState::Connected => "connected",
+            LinkState::Blocked(_) => "blocked",
+            LinkState::Reconnecting(_) => "reconnecting",
+            LinkState::Closed => "stopped",
+        }
+    }
+
+    /// True when the component can do its work: connected, or connected but
+    /// blocked by the broker (a restart would not help; the body says why).
+    pub fn is_healthy(&self) -> bool {
+        matches!(self, LinkState::Connected | LinkState::Blocked(_))
+    }
+
+    /// The reason behind a blocked or reconnecting state.
+    pub fn detail(&self) -> Option<&str> {
+        match self {
+            LinkState::Blocked(r) | LinkState::Reconnecting(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
+/// A shared view of a link's state: the link writes it, health endpoints
+/// read it. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct LinkStatus(Arc<StdMutex<LinkState>>);
+
+impl Default for LinkStatus {
+    fn default() -> Self {
+        LinkStatus(Arc::new(StdMutex::new(LinkState::Idle)))
+    }
+}
+
+impl LinkStatus {
+    /// The current state.
+    pub fn get(&self) -> LinkState {
+        self.0.lock().expect("link state").clone()
+    }
+
+    /// Sets the state (the link does; tests may).
+    pub fn set(&self, state: LinkState) {
+        *self.0.lock().expect("link state") = state;
+    }
 }
 
 /// Owns one broker connection for a component. Cheap to share as `Arc`.
@@ -48,7 +106,7 @@ pub struct BrokerLink {
     name: String,
     topology: Topology,
     current: Mutex<Option<Arc<Session>>>,
-    state: Arc<StdMutex<LinkState>>,
+    state: LinkStatus,
     generation: StdMutex<u64>,
     closed: AtomicBool,
 }
@@ -62,7 +120,7 @@ impl BrokerLink {
             name: name.into(),
             topology,
             current: Mutex::new(None),
-            state: Arc::new(StdMutex::new(LinkState::Idle)),
+            state: LinkStatus::default(),
             generation: StdMutex::new(0),
             closed: AtomicBool::new(false),
         })
@@ -70,7 +128,17 @@ impl BrokerLink {
 
     /// The current state.
     pub fn state(&self) -> LinkState {
-        self.state.lock().expect("link state").clone()
+        self.state.get()
+    }
+
+    /// A handle on the state that outlives borrows of the link.
+    pub fn status(&self) -> LinkStatus {
+        self.state.clone()
+    }
+
+    /// The name the broker shows for this link's connection.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// The URL with its password hidden.
@@ -84,24 +152,24 @@ impl BrokerLink {
     /// time, never while backing off, and waiting for it respects the
     /// deadline; so a caller that has to give up (a publish deadline, a
     /// shutdown) is never stuck behind someone else's reconnect loop.
-    pub async fn session_until(&self, deadline: Option<Instant>) -> Result<Arc<Session>, Error> {
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    pub async fn session_until(
+        &self,
+        deadline: Option<Instant>,
+    ) -> Result<Arc<Session>, LinkError> {
+        let mut backoff = Backoff::default();
         loop {
             if self.closed.load(Ordering::SeqCst) {
-                return Err(Error::new(
-                    ErrorKind::Connection,
-                    "the broker link is closed",
-                ));
+                return Err(LinkError::Closed);
             }
-            let attempt: Result<std::convert::Infallible, Error> = {
+            let attempt: Result<std::convert::Infallible, LinkError> = {
                 let mut current = match deadline {
                     Some(d) => tokio::time::timeout_at(d.into(), self.current.lock())
                         .await
                         .map_err(|_| {
-                            Error::new(
-                                ErrorKind::Connection,
-                                "broker unreachable: timed out waiting for a connection",
-                            )
+                            LinkError::Deadline(format!(
+                                "broker unreachable at {}: timed out waiting for a connection",
+                                self.redacted_url()
+                            ))
                         })?,
                     None => self.current.lock().await,
                 };
@@ -121,6 +189,7 @@ impl BrokerLink {
                                     generation: s.generation,
                                     connection: s.connection.clone(),
                                     publisher,
+                                    single: Mutex::new(None),
                                 });
                                 *current = Some(fresh.clone());
                                 return Ok(fresh);
@@ -157,34 +226,29 @@ impl BrokerLink {
             }
             self.set_state(LinkState::Reconnecting(e.to_string()));
             let wait = backoff.next_delay();
-            if let Some(d) = deadline {
-                if Instant::now() + wait > d {
-                    return Err(Error::new(
-                        ErrorKind::Connection,
-                        format!("broker unreachable: {e}"),
-                    ));
+            if let Some(d) = deadline
+                && Instant::now() + wait > d {
+                    return Err(LinkError::Deadline(format!("broker unreachable: {e}")));
                 }
-            }
             tracing::warn!(link = %self.name, error = %e, retry_in_ms = wait.as_millis() as u64, "cannot reach broker");
             tokio::time::sleep(wait).await;
         }
     }
 
     /// The live session, waiting for the broker for as long as it takes.
-    pub async fn session(&self) -> Result<Arc<Session>, Error> {
+    pub async fn session(&self) -> Result<Arc<Session>, LinkError> {
         self.session_until(None).await
     }
 
     /// Reports that `generation`'s connection failed; the next `session` reconnects.
     pub async fn invalidate(&self, generation: u64) {
         let mut current = self.current.lock().await;
-        if current.as_ref().is_some_and(|s| s.generation == generation) {
-            if let Some(s) = current.take() {
+        if current.as_ref().is_some_and(|s| s.generation == generation)
+            && let Some(s) = current.take() {
                 tracing::warn!(link = %self.name, generation, "broker session reported broken; reconnecting");
                 self.set_state(LinkState::Reconnecting("session reported broken".into()));
                 close_in_background(s, 320, "chit reconnecting");
             }
-        }
     }
 
     /// Closes the connection for good; later `session` calls fail.
@@ -202,25 +266,23 @@ impl BrokerLink {
             )
             .await;
         }
-        self.set_state(LinkState::Idle);
+        self.set_state(LinkState::Closed);
     }
 
     fn set_state(&self, s: LinkState) {
-        *self.state.lock().expect("link state") = s;
+        self.state.set(s);
     }
 
-    async fn open(&self) -> Result<Session, Error> {
+    async fn open(&self) -> Result<Session, LinkError> {
         let connection = connect(&self.url, &self.name).await?;
-        if let Err(e) = self.topology.apply(&connection).await {
+        if let Err(e) = crate::declare::apply(&connection, &self.topology).await {
             let _ = connection.close(200, "topology not applied".into()).await;
-            // Only a conflict needs an operator; anything else (a queue whose
-            // node is still starting after a restart, say) passes with time.
-            return Err(match e.kind() {
-                ErrorKind::Inequivalent { .. } => e,
-                _ => Error::new(
-                    ErrorKind::Connection,
-                    format!("declaring the topology: {e}"),
-                ),
+            // Only a conflict or refused access needs an operator; anything
+            // else (a queue whose node is still starting after a restart,
+            // say) passes with time.
+            return Err(match e {
+                LinkError::Inequivalent { .. } | LinkError::Refused { .. } => e,
+                other => LinkError::unreachable("declaring the topology", other.to_string()),
             });
         }
         let publisher = open_publisher(&connection).await?;
@@ -238,11 +300,11 @@ impl BrokerLink {
                 match event {
                     lapin::Event::ConnectionBlocked(reason) => {
                         tracing::warn!(link = %name, %reason, "broker blocked publishing");
-                        *state.lock().expect("link state") = LinkState::Blocked(reason);
+                        state.set(LinkState::Blocked(reason));
                     }
                     lapin::Event::ConnectionUnblocked => {
                         tracing::info!(link = %name, "broker unblocked publishing");
-                        *state.lock().expect("link state") = LinkState::Connected;
+                        state.set(LinkState::Connected);
                     }
                     _ => {}
                 }
@@ -252,20 +314,21 @@ impl BrokerLink {
             generation,
             connection: Arc::new(connection),
             publisher,
+            single: Mutex::new(None),
         })
     }
 }
 
 /// A channel in confirm mode.
-async fn open_publisher(connection: &Connection) -> Result<Channel, Error> {
+pub(crate) async fn open_publisher(connection: &Connection) -> Result<Channel, LinkError> {
     let publisher = connection
         .create_channel()
         .await
-        .map_err(|e| Error::from_lapin("opening the publishing channel", e))?;
+        .map_err(|e| LinkError::from_lapin("opening a publishing channel", e))?;
     publisher
         .confirm_select(ConfirmSelectOptions::default())
         .await
-        .map_err(|e| Error::from_lapin("enabling publisher confirms", e))?;
+        .map_err(|e| LinkError::from_lapin("enabling publisher confirms", e))?;
     Ok(publisher)
 }
 
@@ -278,4 +341,56 @@ fn close_in_background(session: Arc<Session>, code: u16, reason: &'static str) {
         )
         .await;
     });
+}
+
+/// Closes a channel without making anyone wait for close-ok (a blocked broker
+/// may never send it).
+pub(crate) fn close_channel_in_background(channel: Channel, reason: &'static str) {
+    tokio::spawn(async move {
+        let _ =
+            tokio::time::timeout(Duration::from_secs(5), channel.close(200, reason.into())).await;
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_follows_the_state() {
+        assert!(!LinkState::Idle.is_healthy());
+        assert!(LinkState::Connected.is_healthy());
+        // Blocked: restarting would not help, so a probe must not kill it.
+        assert!(LinkState::Blocked("memory alarm".into()).is_healthy());
+        assert!(!LinkState::Reconnecting("refused".into()).is_healthy());
+        assert!(!LinkState::Closed.is_healthy());
+        assert_eq!(
+            LinkState::Blocked("memory alarm".into()).detail(),
+            Some("memory alarm")
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_broker_fails_at_the_deadline_and_says_reconnecting() {
+        // Port 1 on loopback refuses at once: no broker is needed.
+        let link = BrokerLink::new("amqp://guest:guest@127.0.0.1:1/%2f", "t", Topology::core());
+        let err = link
+            .session_until(Some(Instant::now() + Duration::from_millis(800)))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, LinkError::Deadline(_)), "{err}");
+        assert!(err.is_transient());
+        assert!(matches!(link.state(), LinkState::Reconnecting(_)));
+    }
+
+    #[tokio::test]
+    async fn a_bad_url_fails_at_once_and_a_closed_link_stays_closed() {
+        let link = BrokerLink::new("amqp://u:secret@host:notaport/", "t", Topology::core());
+        let err = link.session().await.unwrap_err();
+        assert!(matches!(err, LinkError::BadUrl { .. }), "{err}");
+        assert!(!err.to_string().contains("secret"));
+        link.close().await;
+        assert_eq!(link.state(), LinkState::Closed);
+        assert!(matches!(link.session().await, Err(LinkError::Closed)));
+    }
 }

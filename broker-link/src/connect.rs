@@ -1,10 +1,11 @@
 //! The one way chit opens a broker connection, and the backoff it reconnects with.
 //!
 //! Every long-running part (producer, worker, sink) owns exactly one connection
-//! made here, and re-runs its own session (declare, subscribe) after a loss:
-//! that keeps recovery explicit and lets each part decide what a lost lease means.
+//! made here, through its [`BrokerLink`](crate::BrokerLink), and re-runs its own
+//! session (subscribe) after a loss: that keeps recovery explicit and lets
+//! each part decide what a lost lease means.
 
-use crate::error::{Error, ErrorKind};
+use crate::error::LinkError;
 use lapin::uri::AMQPUri;
 use lapin::{Connection, ConnectionProperties};
 use std::str::FromStr;
@@ -17,12 +18,10 @@ pub const DEFAULT_HEARTBEAT_SECS: u16 = 10;
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
 /// Parses an AMQP URL, adding chit's default heartbeat when it sets none.
-pub fn parse_url(url: &str) -> Result<AMQPUri, Error> {
-    let mut uri = AMQPUri::from_str(url).map_err(|e| {
-        Error::new(
-            ErrorKind::BadUrl,
-            format!("invalid AMQP URL {}: {e}", redact(url)),
-        )
+pub fn parse_url(url: &str) -> Result<AMQPUri, LinkError> {
+    let mut uri = AMQPUri::from_str(url).map_err(|e| LinkError::BadUrl {
+        url: redact(url),
+        reason: e.to_string(),
     })?;
     if uri.query.heartbeat.is_none() {
         uri.query.heartbeat = Some(DEFAULT_HEARTBEAT_SECS);
@@ -46,19 +45,16 @@ pub fn redact(url: &str) -> String {
 }
 
 /// Opens a connection named `name` (shown in the broker's connection list).
-pub async fn connect(url: &str, name: &str) -> Result<Connection, Error> {
+///
+/// Refused credentials or a missing vhost come back as
+/// [`LinkError::Refused`], which will not fix itself; anything else as
+/// [`LinkError::Unreachable`].
+pub async fn connect(url: &str, name: &str) -> Result<Connection, LinkError> {
     let uri = parse_url(url)?;
     let props = ConnectionProperties::default().with_connection_name(name.into());
-    Connection::connect_uri(uri, props).await.map_err(|e| {
-        // Refused credentials or a missing vhost will not fix themselves.
-        let text = e.to_string();
-        let kind = if text.contains("ACCESS_REFUSED") || text.contains("NOT_ALLOWED") {
-            ErrorKind::Broker
-        } else {
-            ErrorKind::Connection
-        };
-        Error::new(kind, format!("cannot connect to {}: {e}", redact(url)))
-    })
+    Connection::connect_uri(uri, props)
+        .await
+        .map_err(|e| LinkError::from_lapin(format!("cannot connect to {}", redact(url)), e))
 }
 
 /// Exponential backoff with full jitter, for reconnecting.
@@ -116,7 +112,7 @@ mod tests {
     #[test]
     fn bad_url_is_named_without_password() {
         let err = parse_url("amqp://me:secret@host:notaport/").unwrap_err();
-        assert_eq!(err.kind(), &ErrorKind::BadUrl);
+        assert!(matches!(err, LinkError::BadUrl { .. }), "{err}");
         assert!(!err.to_string().contains("secret"), "{err}");
         assert!(err.to_string().contains("me:***@"), "{err}");
     }

@@ -1,0 +1,37 @@
+//! chit's broker runtime: every connection and every confirmed publish.
+//!
+//! # Layout
+//!
+//! - [`connect`]: the one way chit opens a broker connection (heartbeats,
+//!   names, reconnect backoff).
+//! - [`link`]: [`BrokerLink`], the one owner of a component's connection; it
+//!   reconnects with backoff, re-declares the component's topology on every
+//!   connection, and reports its [`LinkState`] for health checks.
+//! - [`declare`]: applies a `broker_topology::Topology`, and compares a
+//!   broker with one.
+//! - [`publish`]: [`BrokerLink::publish_confirmed`] and [`publish::send`],
+//!   and [`PublishOutcome`], the one reading of what the broker did with a
+//!   message (confirmed, returned, nacked, lost).
+//! - [`receipts`]: [`ReceiptPublisher`], receipts in confirmed batches.
+//! - [`time`]: small timing helpers.
+//! - `error`: [`LinkError`], each kind saying whether to retry.
+//!
+//! The wire contract (names, declarations, envelope, receipts) is
+//! `broker-topology`'s; this crate only carries it. Every new way of putting
+//! a message on the broker belongs here, so there is one place where trace
+//! context is injected and one reading of a confirm.
+
+pub mod connect;
+pub mod declare;
+mod error;
+pub mod link;
+pub mod publish;
+pub mod receipts;
+pub mod time;
+
+pub use connect::{Backoff, DEFAULT_AMQP_URL, connect, redact};
+pub use declare::Declare;
+pub use error::{LinkError, NOT_FOUND};
+pub use link::{BrokerLink, LinkState, LinkStatus, Session};
+pub use publish::{Outgoing, PendingConfirm, PublishOutcome};
+pub use receipts::{BatchConfig, Confirmed, ReceiptPublisher};
