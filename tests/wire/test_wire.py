@@ -2,13 +2,18 @@
 
 Only pika, msgpack and the standard library are used: no chit code. Everything
 these tests rely on is written down in docs/protocol.md, so a failure here is
-either a bug in chit or a gap in that document.
+either a bug in chit or a gap in that document. The one thing from outside the
+protocol is `rabbitmqctl list_connections`, used (when it is on PATH) to check
+that chit did not reconnect.
 
-run.sh starts a worker for command.execute on a vhost of its own and passes:
+run.sh starts a worker for command.execute and noop, and a receipts sink, on a
+vhost of its own and passes:
 
   CHIT_WIRE_AMQP_URL    the vhost's URL
   CHIT_WIRE_OUT         a directory the tests may write output files into
   CHIT_WIRE_WORKER_PID  the worker's process id, to check it stays up
+  CHIT_WIRE_SINK_URL    the sink's HTTP API (without it, the sink test is skipped)
+  CHIT_WIRE_SINK_PID    the sink's process id
 
 Every wait is for a condition with a deadline (`Broker.wait_for`), never a
 fixed sleep: while it waits, pika delivers receipts to the tap.
@@ -17,9 +22,14 @@ fixed sleep: while it waits, pika delivers receipts to the tap.
 import hashlib
 import json
 import os
+import shutil
+import subprocess
 import tempfile
 import time
 import unittest
+import urllib.error
+import urllib.parse
+import urllib.request
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,11 +39,18 @@ import pika
 import pika.exceptions
 
 CAPABILITY = "command.execute"
+NOOP = "noop"
 TASK_EXCHANGE = "chit.tasks"
 RECEIPT_EXCHANGE = "chit.receipts"
 CONTROL_EXCHANGE = "chit.control"
 TASK_QUEUE = "chit.task." + CAPABILITY
 DEAD_QUEUE = "chit.dead." + CAPABILITY
+# The routing key of receipt batches these tests publish themselves; the tap
+# leaves them out, so that it sees only chit's.
+OWN_RECEIPTS = "receipt.wire-test"
+# Bytes that are not UTF-8, for AMQP short strings (issue 13): RabbitMQ relays
+# them, and chit reads them with each invalid byte as U+FFFD.
+NOT_UTF8 = b"\xff\xfe"
 
 # Long enough for a loaded CI machine; a passing run takes a few seconds.
 WAIT = 30.0
@@ -70,6 +87,9 @@ class Broker:
         self.conn.close()
 
     def _on_receipts(self, channel, method, props, body):
+        if method.routing_key == OWN_RECEIPTS:
+            channel.basic_ack(method.delivery_tag)
+            return
         value = json.loads(body)
         batch = value if isinstance(value, list) else [value]
         self.batches.append((method.routing_key, props.content_type, len(batch)))
@@ -144,15 +164,19 @@ class Broker:
 
 BROKER = None
 OUT = None
+URL = os.environ.get("CHIT_WIRE_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+SINK_URL = os.environ.get("CHIT_WIRE_SINK_URL")
 
 
 def setUpModule():
     global BROKER, OUT
-    url = os.environ.get("CHIT_WIRE_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
     OUT = Path(os.environ.get("CHIT_WIRE_OUT") or tempfile.mkdtemp(prefix="chit-wire-"))
-    BROKER = Broker(url)
-    # The worker is ready once it consumes from the task queue.
-    BROKER.wait_for(f"a worker consuming from {TASK_QUEUE}", lambda: BROKER.consumers(TASK_QUEUE) >= 1)
+    BROKER = Broker(URL)
+    # The worker is ready once it consumes from the task queues.
+    for queue in (TASK_QUEUE, "chit.task." + NOOP):
+        BROKER.wait_for(f"a worker consuming from {queue}", lambda: BROKER.consumers(queue) >= 1)
+    if SINK_URL:
+        BROKER.wait_for("the sink's /healthz", lambda: sink_get("/healthz")[0] == 200)
 
 
 def tearDownModule():
@@ -175,11 +199,11 @@ def has(*types):
     return lambda rs: all(of_type(rs, t) for t in types)
 
 
-def task_props(task_id, content_type="application/json", headers=None):
+def task_props(task_id, content_type="application/json", headers=None, task_type=CAPABILITY):
     """The properties a well-behaved publisher sets."""
     return pika.BasicProperties(
         message_id=task_id,
-        type=CAPABILITY,
+        type=task_type,
         content_type=content_type,
         delivery_mode=pika.DeliveryMode.Persistent,
         timestamp=int(time.time()),
@@ -191,6 +215,49 @@ def new_id():
     return str(uuid.uuid4())
 
 
+def final(receipts):
+    return [r for r in receipts if r["receipt_type"] in FINAL_TYPES]
+
+
+def sink_get(path):
+    """GET on the sink's API: (status, decoded JSON body), (None, None) if it
+    does not answer."""
+    try:
+        with urllib.request.urlopen(SINK_URL + path, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+    except (urllib.error.URLError, ConnectionError):
+        return None, None
+
+
+def connections():
+    """The broker's connection processes on this vhost, or None without
+    rabbitmqctl. A client that reconnected shows up under a new process."""
+    if not shutil.which("rabbitmqctl"):
+        return None
+    vhost = urllib.parse.unquote(urllib.parse.urlparse(URL).path[1:]) or "/"
+    out = subprocess.run(
+        ["rabbitmqctl", "-q", "list_connections", "--no-table-headers", "vhost", "pid"],
+        check=True, capture_output=True, text=True, timeout=60,
+    ).stdout
+    rows = (line.split("\t") for line in out.splitlines())
+    return {row[1] for row in rows if len(row) == 2 and row[0] == vhost}
+
+
+def receipt(task_id, receipt_type="queued"):
+    """A receipt as a client publishes it (docs/protocol.md, section 5)."""
+    return {
+        "receipt_id": new_id(),
+        "task_id": task_id,
+        "task_type": NOOP,
+        "receipt_type": receipt_type,
+        "parent_receipt_ids": [],
+        "attempt": 1,
+        "created_at": datetime.now(timezone.utc).isoformat(),
+    }
+
+
 class WireTest(unittest.TestCase):
     def assert_worker_alive(self):
         pid = os.environ.get("CHIT_WIRE_WORKER_PID")
@@ -199,6 +266,14 @@ class WireTest(unittest.TestCase):
                 os.kill(int(pid), 0)
             except ProcessLookupError:
                 self.fail(f"the worker (pid {pid}) has exited")
+
+    def assert_sink_alive(self):
+        pid = os.environ.get("CHIT_WIRE_SINK_PID")
+        if pid:
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                self.fail(f"the sink (pid {pid}) has exited")
 
     def assert_receipt_shape(self, r, task_id):
         self.assertEqual(r["task_id"], task_id)
@@ -426,6 +501,88 @@ class WireTest(unittest.TestCase):
         self.assertEqual(cancelled["body"]["reason"], "cancelled")
         self.assertFalse(of_type(chain, "success"), chain)
         self.assertFalse(of_type(chain, "retry_scheduled"), chain)
+
+    # (h) Short strings that are not UTF-8 (issue 13, item 0). The broker relays
+    # them; chit used to drop its connection on them, on every redelivery.
+    def assert_read_without_reconnecting(self, props, task_id):
+        """Publishes a noop task with `props` (its message_id read as
+        `task_id`), then a well-formed one: each runs once and succeeds, and
+        no connection to the vhost was replaced."""
+        before = connections()
+        self.assertNotEqual(before, set(), "no connection on the vhost: is this the broker chit uses?")
+        BROKER.publish(b"{}", props, routing_key=NOOP)
+        next_id = new_id()
+        BROKER.publish(b"{}", task_props(next_id, task_type=NOOP), routing_key=NOOP)
+        for tid in (task_id, next_id):
+            chain = BROKER.wait_chain(tid, final, "a final receipt")
+            accepted = only(chain, "accepted")
+            success = only(chain, "success")
+            self.assertEqual(accepted["body"]["delivery"], 1)
+            self.assertIs(accepted["body"]["redelivered"], False)
+            self.assertEqual(success["parent_receipt_ids"], [accepted["receipt_id"]])
+        self.assertEqual(connections(), before)
+        self.assert_worker_alive()
+
+    def test_h1_message_id_not_utf8_is_read_lossily_and_the_worker_keeps_its_connection(self):
+        raw_id = b"x-" + NOT_UTF8 + b"-" + new_id().encode()
+        task_id = raw_id.decode("utf-8", "replace")  # "x-\ufffd\ufffd-..."
+        props = task_props(new_id(), task_type=NOOP)
+        props.message_id = raw_id
+        self.assert_read_without_reconnecting(props, task_id)
+        if SINK_URL:
+            # The chain under the lossy id reaches the store.
+            def stored():
+                status, view = sink_get("/v1/tasks/" + urllib.parse.quote(task_id, safe=""))
+                return status == 200 and of_type(view["chain"], "success")
+
+            BROKER.wait_for(f"the sink to store task {task_id!r}", stored)
+
+    def test_h2_header_name_not_utf8_is_read_lossily_and_the_worker_keeps_its_connection(self):
+        task_id = new_id()
+        props = task_props(task_id, task_type=NOOP, headers={b"x-" + NOT_UTF8: "foreign"})
+        self.assert_read_without_reconnecting(props, task_id)
+
+    def test_h3_content_type_not_utf8_gets_a_failure_receipt_and_is_dead_lettered(self):
+        before = connections()
+        self.assertNotEqual(before, set(), "no connection on the vhost: is this the broker chit uses?")
+        task_id = new_id()
+        body = json.dumps({"command": "echo never"}).encode()
+        BROKER.publish(body, task_props(task_id, content_type=b"application/json" + NOT_UTF8))
+        self.assert_dead_lettered(task_id, body, "application/json\ufffd\ufffd")
+        self.assertEqual(connections(), before)
+
+    # (i)
+    @unittest.skipUnless(SINK_URL, "needs the sink started by run.sh")
+    def test_i_receipt_batch_with_a_content_type_not_utf8_is_quarantined_and_the_sink_goes_on(self):
+        before = connections()
+        self.assertNotEqual(before, set(), "no connection on the vhost: is this the broker chit uses?")
+        bad_task, good_task = new_id(), new_id()
+        bad = json.dumps([receipt(bad_task)]).encode()
+        BROKER.publish(
+            bad,
+            pika.BasicProperties(content_type=b"application/json" + NOT_UTF8, delivery_mode=2),
+            exchange=RECEIPT_EXCHANGE,
+            routing_key=OWN_RECEIPTS,
+        )
+        BROKER.publish(
+            json.dumps([receipt(good_task)]).encode(),
+            pika.BasicProperties(content_type="application/json", delivery_mode=2),
+            exchange=RECEIPT_EXCHANGE,
+            routing_key=OWN_RECEIPTS,
+        )
+        # The sink reads its queue in order: once the good batch is stored,
+        # the bad one before it has been handled.
+        BROKER.wait_for(f"the sink to store task {good_task}", lambda: sink_get(f"/v1/tasks/{good_task}")[0] == 200)
+
+        status, body = sink_get("/v1/quarantine?limit=500")
+        self.assertEqual(status, 200)
+        [record] = [q for q in body["quarantined"] if bad_task in q["raw"]]
+        self.assertEqual(record["raw"], bad.decode())
+        self.assertIn("application/json\ufffd\ufffd", record["reason"])
+        self.assertEqual(sink_get(f"/v1/tasks/{bad_task}")[0], 404)
+        self.assertEqual(sink_get("/healthz"), (200, {"store": "ok", "broker": "connected"}))
+        self.assertEqual(connections(), before)
+        self.assert_sink_alive()
 
 
 if __name__ == "__main__":
