@@ -3,7 +3,7 @@
 
 use broker_topology::retry::RetryPolicy;
 use broker_topology::{Capability, declare::DEFAULT_DELIVERY_LIMIT};
-use producer::BatchConfig;
+use broker_link::BatchConfig;
 use std::time::Duration;
 
 /// One capability (task type) the worker consumes.
@@ -80,19 +80,35 @@ pub struct WorkerConfig {
 }
 
 impl WorkerConfig {
-    /// Defaults: concurrency 4, prefetch 8, drain 30 s.
+    /// Tasks run at once unless configured.
+    pub const DEFAULT_CONCURRENCY: usize = 4;
+    /// How long in-flight tasks may finish after SIGTERM unless configured.
+    pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Time between SIGTERM and SIGKILL when a command is stopped, unless
+    /// configured.
+    pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(5);
+
+    /// The defaults ([`Self::DEFAULT_CONCURRENCY`], the matching
+    /// [`Self::default_prefetch`], [`Self::DEFAULT_DRAIN_TIMEOUT`],
+    /// [`Self::DEFAULT_KILL_GRACE`]), with this broker and these capabilities.
     pub fn new(amqp_url: impl Into<String>, capabilities: Vec<CapabilityConfig>) -> Self {
         WorkerConfig {
             amqp_url: amqp_url.into(),
             worker_id: default_worker_id(),
             capabilities,
-            concurrency: 4,
-            prefetch: 8,
-            drain_timeout: Duration::from_secs(30),
+            concurrency: Self::DEFAULT_CONCURRENCY,
+            prefetch: Self::default_prefetch(Self::DEFAULT_CONCURRENCY),
+            drain_timeout: Self::DEFAULT_DRAIN_TIMEOUT,
             receipts: BatchConfig::default(),
-            kill_grace: Duration::from_secs(5),
+            kill_grace: Self::DEFAULT_KILL_GRACE,
             health_addr: None,
         }
+    }
+
+    /// The prefetch unless configured: two deliveries per task slot, so a
+    /// slot that frees up finds its next lease already on the channel.
+    pub fn default_prefetch(concurrency: usize) -> u16 {
+        concurrency.saturating_mul(2).clamp(1, u16::MAX as usize) as u16
     }
 }
 

@@ -1,5 +1,5 @@
-//! Layered settings: flags override `CHIT_*` environment variables (clap does
-//! both), which override the config file, which overrides built-in defaults.
+//! The config file (TOML, every field optional) and the directories chit
+//! keeps it and its data in.
 
 use anyhow::{Context, Result};
 use serde::Deserialize;
