@@ -3,6 +3,7 @@
 
 mod support;
 
+use broker_link::Declare;
 use broker_topology::{Capability, Receipt, ReceiptType, Topology, names};
 use nix::sys::signal::Signal;
 use producer::{Producer, ProducerConfig, TaskSpec};

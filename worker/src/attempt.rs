@@ -4,20 +4,26 @@
 //! queued or retry receipt), execute, emit the final receipt, and ack only
 //! after the broker confirmed it. Retries and dead letters are published (and
 //! confirmed) before the receipts that announce them, and both before the ack.
+//!
+//! What to do is decided in `decision`, without I/O; the one run-time limit
+//! of the attempt and its timer are in `time_limit`. This file carries both
+//! out against the broker.
 
-use crate::cancel::CancelBook;
+mod decision;
+pub(crate) mod time_limit;
+
+use crate::cancel::{CancelBook, Started};
 use crate::config::CapabilityConfig;
-use crate::executor::{CancelReason, ExecError, ExecErrorKind, Executor, Outcome, TaskContext};
+use crate::executor::{ExecError, Executor, Outcome, TaskContext};
 use crate::lease::{LeaseBook, Settle};
+use broker_link::{BrokerLink, LinkError, Outgoing, PublishOutcome, ReceiptPublisher};
 use broker_topology::envelope::{self, H_LAST_ERROR, ParsedEnvelope};
-use broker_topology::retry::RetryPolicy;
-use broker_topology::{BrokerLink, Receipt, ReceiptType, TaskEnvelope, Topology, codec, names};
+use broker_topology::{Receipt, ReceiptType, TaskEnvelope, Topology, codec, names};
+use decision::{Destination, Facts, Refusal, Settlement, TaskCopy};
+use lapin::BasicProperties;
 use lapin::message::Delivery;
-use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{BasicProperties, Confirmation};
-use producer::ReceiptPublisher;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
@@ -111,67 +117,43 @@ async fn execute(
     problem: Option<broker_topology::Error>,
     body: &[u8],
 ) -> Result<Outcome, ExecError> {
-    // A cancelled task is skipped whatever its payload holds.
-    if let Some(force) = shared.cancels.cancelled(&env.task_id) {
-        return Err(ExecError::from_cancel(CancelReason::Cancelled { force }));
-    }
-    if let Some(p) = problem {
-        return Err(ExecError::invalid(p.to_string()));
-    }
-    if env.delivery_count >= served.config.delivery_limit {
-        return Err(ExecError::new(
-            ExecErrorKind::Permanent,
-            format!(
-                "poison message: delivered {} times without finishing (the worker running it \
-                 stopped each time); not running it again",
-                env.delivery_count + 1
-            ),
-        ));
-    }
-    let payload = codec::decode_payload(body, env.content_type)
-        .map_err(|e| ExecError::invalid(e.to_string()))?;
+    decision::preflight(
+        env,
+        problem,
+        shared.cancels.cancelled(&env.task_id),
+        served.config.delivery_limit,
+    )?;
+    let payload = codec::decode_payload(body, env.content_type).map_err(Refusal::Payload)?;
     served.executor.validate(&payload)?;
-    let timeout = env
-        .timeout_ms
-        .map(Duration::from_millis)
-        .or(served.config.timeout);
+    let limit = time_limit::effective(
+        env.timeout_ms.map(Duration::from_millis),
+        served.config.timeout,
+        served.executor.time_limit(&payload),
+    );
     let ctx = TaskContext {
         task_id: env.task_id.clone(),
         task_type: env.task_type.clone(),
         attempt: env.attempt,
         worker_id: shared.worker_id.clone(),
-        timeout,
+        timeout: limit,
         traceparent: env.traceparent.clone(),
     };
     if shared.shutdown.is_shutdown() {
         // Stopping: a task not yet started goes back to its queue.
-        return Err(ExecError::from_cancel(CancelReason::Shutdown));
+        return Err(Refusal::ShuttingDown.into());
     }
-    let (cancellation, _running, canceller) = shared
-        .cancels
-        .start(&env.task_id)
-        .map_err(|force| ExecError::from_cancel(CancelReason::Cancelled { force }))?;
+    let Started {
+        cancellation,
+        canceller,
+        running: _running,
+    } = shared.cancels.start(&env.task_id).map_err(Refusal::from)?;
     let run = served.executor.execute(&ctx, payload, cancellation);
-    tokio::pin!(run);
-    match timeout {
-        None => run.await,
-        Some(limit) => tokio::select! {
-            r = &mut run => r,
-            _ = tokio::time::sleep(limit) => {
-                canceller.cancel(CancelReason::Timeout);
-                match run.await {
-                    // The executor may have finished its last step meanwhile; a
-                    // success after the limit is still a timeout to the user.
-                    Ok(_) => Err(ExecError::from_cancel(CancelReason::Timeout)),
-                    Err(e) => Err(e),
-                }
-            }
-        },
-    }
+    time_limit::enforce(limit, &canceller, run).await
 }
 
-/// Emits the final receipts (and any retry or dead-letter copy) and says how
-/// to settle the lease; `None` leaves it unsettled for the broker to redeliver.
+/// Carries out the attempt's [`decision::plan`]: the copy (a retry or a dead
+/// letter) confirmed, then the receipts confirmed; says how to settle the
+/// lease, `None` leaving it unsettled for the broker to redeliver.
 async fn finish(
     shared: &Shared,
     served: &Served,
@@ -180,91 +162,73 @@ async fn finish(
     delivery: &Delivery,
     outcome: Result<Outcome, ExecError>,
 ) -> Option<Settle> {
-    let parent = vec![accepted.receipt_id.clone()];
-    let receipt = |t: ReceiptType, parents: Vec<String>| {
-        Receipt::new(&env.task_id, &env.task_type, t, parents, env.attempt)
-            .with_worker(&shared.worker_id)
+    let facts = Facts {
+        env,
+        worker_id: &shared.worker_id,
+        accepted_id: &accepted.receipt_id,
+        policy: served.config.retry,
+        lease_usable: delivery.acker.usable(),
+        jitter: rand::random::<f64>(),
     };
-    let err = match outcome {
-        Ok(o) => {
-            tracing::info!(outcome = "success", "task finished");
-            let r = receipt(ReceiptType::Success, parent)
-                .with_body(o.body)
-                .with_artifacts(o.artifacts);
-            return confirm(shared, vec![r]).await;
-        }
-        Err(e) => e,
-    };
-    match err.kind {
-        ExecErrorKind::Interrupted => {
-            tracing::warn!("task interrupted by shutdown; returning it to the queue");
+    let plan = decision::plan(&facts, outcome);
+    let error = plan.error.as_ref().map(tracing::field::display);
+    if let Some(copy) = &plan.copy {
+        let last_error = copy.last_error.as_deref();
+        let props = republish_properties(&delivery.properties, &copy.envelope, last_error);
+        let published = match copy.to {
+            Destination::Delay { delay_ms } => {
+                publish_delayed(shared, &env.task_type, delay_ms, &delivery.data, props).await
+            }
+            Destination::DeadLetter => {
+                publish_dead_letter(shared, &env.task_type, &delivery.data, props).await
+            }
+        };
+        if let Err(e) = published {
+            tracing::warn!(error = %e, destination = ?copy.to, "could not publish the task's copy; returning the task to its queue");
             return Some(Settle::Requeue);
         }
-        ExecErrorKind::Cancelled => {
-            tracing::info!(outcome = "cancelled", "task cancelled");
-            let r = receipt(ReceiptType::Cancelled, parent).with_body(json!({
-                "reason": "cancelled",
-                "error": err.message,
-                "details": err.details,
-            }));
-            return confirm(shared, vec![r]).await;
-        }
-        _ => {}
     }
-    let policy = effective_policy(&served.config.retry, env);
-    let retry = err.is_retryable() && policy.allows_retry_after(env.attempt);
-    let failure = receipt(ReceiptType::Failure, parent)
-        .with_body(failure_body(&err, retry, env.attempt, policy.max_attempts))
-        .with_artifacts(err.artifacts.clone());
-    if retry {
-        let delay_ms = policy.delay_ms(env.attempt, rand::random::<f64>());
-        let scheduled = receipt(
-            ReceiptType::RetryScheduled,
-            vec![failure.receipt_id.clone()],
-        )
-        .with_body(json!({
-            "delay_ms": delay_ms,
-            "next_attempt": env.attempt + 1,
-            "error": err.message,
-            "reason": err.kind.as_str(),
-        }));
-        let mut next = env.clone();
-        next.attempt += 1;
-        next.parent_receipt_id = Some(scheduled.receipt_id.clone());
-        if !delivery.acker.usable() {
+    match plan.settle {
+        Settlement::Requeue => {
+            tracing::warn!(
+                outcome = plan.outcome,
+                "task interrupted by shutdown; returning it to the queue"
+            );
+            Some(Settle::Requeue)
+        }
+        Settlement::Leave => {
             // The lease died with its channel: the broker redelivers the task,
-            // so a retry copy now would split it into two.
-            return None;
+            // so a copy now would split it into two.
+            tracing::warn!(
+                outcome = plan.outcome,
+                error,
+                "task failed after its channel closed; leaving it to be redelivered"
+            );
+            None
         }
-        let props = republish_properties(&delivery.properties, &next, None);
-        if let Err(e) =
-            publish_delayed(shared, &env.task_type, delay_ms, &delivery.data, props).await
-        {
-            tracing::warn!(error = %e, "could not schedule the retry; returning the task to its queue");
-            return Some(Settle::Requeue);
+        Settlement::AckWhenConfirmed => {
+            match &plan.copy {
+                Some(TaskCopy {
+                    to: Destination::DeadLetter,
+                    ..
+                }) => {
+                    tracing::warn!(outcome = plan.outcome, error, "task dead-lettered")
+                }
+                Some(TaskCopy {
+                    to: Destination::Delay { delay_ms },
+                    ..
+                }) => {
+                    tracing::info!(
+                        outcome = plan.outcome,
+                        delay_ms,
+                        error,
+                        "task failed; retry scheduled"
+                    )
+                }
+                None => tracing::info!(outcome = plan.outcome, error, "task finished"),
+            }
+            confirm(shared, plan.receipts).await
         }
-        tracing::info!(outcome = "retry_scheduled", delay_ms, error = %err, "task failed; retry scheduled");
-        confirm(shared, vec![failure, scheduled]).await
-    } else {
-        let dead =
-            receipt(ReceiptType::DeadLettered, vec![failure.receipt_id.clone()]).with_body(json!({
-                "error": err.message,
-                "reason": err.kind.as_str(),
-                "queue": names::dead_letter_queue(&env.task_type),
-                "attempts": env.attempt,
-            }));
-        let mut last = env.clone();
-        last.parent_receipt_id = Some(dead.receipt_id.clone());
-        if !delivery.acker.usable() {
-            return None;
-        }
-        let props = republish_properties(&delivery.properties, &last, Some(&err.message));
-        if let Err(e) = publish_dead_letter(shared, &env.task_type, &delivery.data, props).await {
-            tracing::warn!(error = %e, "could not dead-letter the task; returning it to its queue");
-            return Some(Settle::Requeue);
-        }
-        tracing::warn!(outcome = "dead_lettered", error = %err, "task dead-lettered");
-        confirm(shared, vec![failure, dead]).await
     }
 }
 
@@ -276,35 +240,6 @@ async fn confirm(shared: &Shared, receipts: Vec<Receipt>) -> Option<Settle> {
             None
         }
     }
-}
-
-fn failure_body(err: &ExecError, retry: bool, attempt: u32, max_attempts: u32) -> Value {
-    let mut body = json!({
-        "error": err.message,
-        "reason": err.kind.as_str(),
-        "retryable": err.is_retryable(),
-        "will_retry": retry,
-        "attempt": attempt,
-        "max_attempts": max_attempts,
-    });
-    if let (Value::Object(b), Value::Object(d)) = (&mut body, &err.details) {
-        for (k, v) in d {
-            b.entry(k.clone()).or_insert_with(|| v.clone());
-        }
-    }
-    body
-}
-
-/// The capability's policy with the task's own header overrides.
-fn effective_policy(base: &RetryPolicy, env: &TaskEnvelope) -> RetryPolicy {
-    let mut p = *base;
-    if let Some(m) = env.max_attempts {
-        p.max_attempts = m;
-    }
-    if let Some(b) = env.backoff_ms {
-        p.initial_backoff_ms = b;
-    }
-    p
 }
 
 /// Headers the broker adds; a republished copy must not carry them.
@@ -353,10 +288,10 @@ fn republish_properties(
     if original.kind().is_none() {
         props = props.with_type(env.task_type.as_str().into());
     }
-    if original.timestamp().is_none() {
-        if let Some(ts) = fresh.timestamp() {
-            props = props.with_timestamp(*ts);
-        }
+    if original.timestamp().is_none()
+        && let Some(ts) = fresh.timestamp()
+    {
+        props = props.with_timestamp(*ts);
     }
     props
 }
@@ -367,8 +302,8 @@ async fn publish_delayed(
     delay_ms: u64,
     body: &[u8],
     props: BasicProperties,
-) -> Result<(), String> {
-    let session = shared.link.session().await.map_err(|e| e.to_string())?;
+) -> Result<(), CopyError> {
+    let session = shared.link.session().await?;
     let decl = Topology::delay_queue(capability, delay_ms);
     // Declared before every publish: a redeclare restarts the queue's
     // x-expires clock, and x-expires is longer than the delay, so the queue
@@ -378,10 +313,8 @@ async fn publish_delayed(
         queues: vec![decl.clone()],
         ..Topology::default()
     };
-    t.apply(&session.connection)
-        .await
-        .map_err(|e| e.to_string())?;
-    publish_confirmed(&session.connection, "", &decl.name, body, props).await
+    broker_link::declare::apply(&session.connection, &t).await?;
+    publish_copy(shared, "", &decl.name, body, props).await
 }
 
 async fn publish_dead_letter(
@@ -389,10 +322,9 @@ async fn publish_dead_letter(
     capability: &str,
     body: &[u8],
     props: BasicProperties,
-) -> Result<(), String> {
-    let session = shared.link.session().await.map_err(|e| e.to_string())?;
-    publish_confirmed(
-        &session.connection,
+) -> Result<(), CopyError> {
+    publish_copy(
+        shared,
         &names::dead_letter_exchange(capability),
         "",
         body,
@@ -401,45 +333,49 @@ async fn publish_dead_letter(
     .await
 }
 
-/// Publishes one message on a channel of its own and waits for its confirm.
-/// Copies are rare, and alone on their channel a return cannot be paired with
-/// another message's confirm (lapin pairs them by arrival).
-async fn publish_confirmed(
-    connection: &lapin::Connection,
+/// Publishes a retry or dead-letter copy through the link and waits for the
+/// broker to take it. Mandatory: a copy with no queue to go to is an error,
+/// and the task goes back to its queue instead.
+async fn publish_copy(
+    shared: &Shared,
     exchange: &str,
     routing_key: &str,
     body: &[u8],
-    props: BasicProperties,
-) -> Result<(), String> {
-    let channel = connection
-        .create_channel()
-        .await
-        .map_err(|e| e.to_string())?;
-    channel
-        .confirm_select(lapin::options::ConfirmSelectOptions::default())
-        .await
-        .map_err(|e| e.to_string())?;
-    let confirm = channel
-        .basic_publish(
-            exchange.into(),
-            routing_key.into(),
-            BasicPublishOptions {
-                mandatory: true,
-                ..BasicPublishOptions::default()
-            },
-            body,
-            props,
-        )
-        .await
-        .map_err(|e| e.to_string())?
-        .await
-        .map_err(|e| e.to_string())?;
-    let _ = channel.close(200, "copy confirmed".into()).await;
-    match confirm {
-        Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
-        Confirmation::Ack(Some(_)) => {
-            Err(format!("no queue bound for {exchange:?}/{routing_key:?}"))
-        }
-        Confirmation::Nack(_) => Err("broker nacked the publish".into()),
+    properties: BasicProperties,
+) -> Result<(), CopyError> {
+    let message = Outgoing {
+        exchange,
+        routing_key,
+        body,
+        properties,
+        mandatory: true,
+    };
+    match shared.link.publish_confirmed(&message, None).await {
+        PublishOutcome::Confirmed => Ok(()),
+        PublishOutcome::Returned { reply_text, .. } => Err(CopyError::Returned {
+            exchange: exchange.to_owned(),
+            routing_key: routing_key.to_owned(),
+            reply_text,
+        }),
+        PublishOutcome::Nacked => Err(CopyError::Nacked),
+        PublishOutcome::Lost(e) => Err(CopyError::Link(e)),
     }
+}
+
+/// Why a retry or dead-letter copy is not on the broker.
+#[derive(Debug, thiserror::Error)]
+enum CopyError {
+    /// The broker could not be reached, or refused a declaration.
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    /// No queue is bound where the copy was sent.
+    #[error("no queue bound for {exchange:?}/{routing_key:?} ({reply_text})")]
+    Returned {
+        exchange: String,
+        routing_key: String,
+        reply_text: String,
+    },
+    /// Negative confirm.
+    #[error("the broker refused the copy (negative confirm)")]
+    Nacked,
 }

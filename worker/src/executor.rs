@@ -22,9 +22,12 @@ pub struct TaskContext {
     pub attempt: u32,
     /// The worker running it.
     pub worker_id: String,
-    /// Run-time limit, when the task or its capability sets one. The worker
-    /// enforces it by cancelling with [`CancelReason::Timeout`]; an executor
-    /// may also use it to size its own timeouts.
+    /// The attempt's run-time limit, if any: the smaller of the task's own
+    /// (`x-chit-timeout-ms`, else the capability's) and the payload's
+    /// ([`Executor::time_limit`]). The worker enforces it, with the only timer
+    /// of the attempt, by cancelling with [`CancelReason::Timeout`]; an
+    /// executor keeps no timer of its own for it, but may use it to size
+    /// its own timeouts (a request deadline, say).
     pub timeout: Option<Duration>,
     /// W3C `traceparent` of the task, to pass on to what the executor calls.
     pub traceparent: Option<String>,
@@ -233,6 +236,10 @@ impl std::error::Error for ExecError {}
 /// - [`validate`](Executor::validate) runs before `accepted` is final work:
 ///   `Err` (always [`ExecErrorKind::InvalidPayload`]) sends the task straight
 ///   to its dead-letter queue with a failure receipt.
+/// - [`time_limit`](Executor::time_limit), asked after `validate` passed:
+///   `Some` is a run-time limit the payload sets, which the worker's timer
+///   applies when it is smaller than the task's; `None` (the default) leaves
+///   the task's limit alone.
 /// - [`execute`](Executor::execute) returns `Ok` for success and `Err` for a
 ///   failure whose kind decides retry. It must return promptly once
 ///   `cancel` fires, having stopped everything it started.
@@ -245,6 +252,12 @@ pub trait Executor: Send + Sync + 'static {
 
     /// Checks a payload without running it.
     fn validate(&self, payload: &Value) -> Result<(), ExecError>;
+
+    /// The run-time limit a (valid) payload asks for, if it can set one.
+    fn time_limit(&self, payload: &Value) -> Option<Duration> {
+        let _ = payload;
+        None
+    }
 
     /// Runs a task.
     async fn execute(

@@ -3,7 +3,12 @@
 //! A `command` without `args` runs through `sh -c`, so pipes and quoting work
 //! as in a terminal; with `args` the program is executed directly, with no
 //! shell in between. Each task runs in its own process group, so a timeout or
-//! cancel stops the command together with everything it started.
+//! cancel stops the command together with everything it started, and with a
+//! [`guard`] that kills the group should the worker die.
+//!
+//! The executor keeps no clock: the worker runs the one timer of an attempt
+//! (fed by [`Executor::time_limit`], here the payload's `timeout_secs`) and
+//! cancels with [`CancelReason::Timeout`]; the executor then stops the group.
 
 use crate::executor::{
     CancelReason, Cancellation, ExecError, ExecErrorKind, Executor, Outcome, TaskContext,
@@ -18,6 +23,10 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
+
+mod guard;
+
+use guard::Guard;
 
 /// Output kept per stream; the rest is dropped (and counted).
 const MAX_CAPTURE: usize = 1 << 20;
@@ -45,7 +54,8 @@ pub struct CommandPayload {
     /// Where to write `{command, exit_code, stdout, stderr, executed_at, duration_ms}` as JSON.
     #[serde(default)]
     pub output_path: Option<String>,
-    /// Run-time limit in seconds.
+    /// Run-time limit in seconds; the worker's timer takes the smaller of it
+    /// and the task's own limit.
     #[serde(default)]
     pub timeout_secs: Option<f64>,
 }
@@ -59,12 +69,12 @@ impl CommandPayload {
                 "command.execute payload: `command` is empty",
             ));
         }
-        if let Some(t) = p.timeout_secs {
-            if !(t > 0.0 && t.is_finite()) {
-                return Err(ExecError::invalid(
-                    "command.execute payload: `timeout_secs` must be a positive number",
-                ));
-            }
+        if let Some(t) = p.timeout_secs
+            && !(t > 0.0 && t.is_finite())
+        {
+            return Err(ExecError::invalid(
+                "command.execute payload: `timeout_secs` must be a positive number",
+            ));
         }
         if p.output_path.as_deref() == Some("") {
             return Err(ExecError::invalid(
@@ -85,7 +95,7 @@ pub struct CommandExecutor {
 impl Default for CommandExecutor {
     fn default() -> Self {
         CommandExecutor {
-            kill_grace: Duration::from_secs(5),
+            kill_grace: crate::WorkerConfig::DEFAULT_KILL_GRACE,
         }
     }
 }
@@ -98,6 +108,13 @@ impl Executor for CommandExecutor {
 
     fn validate(&self, payload: &Value) -> Result<(), ExecError> {
         CommandPayload::parse(payload).map(|_| ())
+    }
+
+    fn time_limit(&self, payload: &Value) -> Option<Duration> {
+        CommandPayload::parse(payload)
+            .ok()?
+            .timeout_secs
+            .map(Duration::from_secs_f64)
     }
 
     async fn execute(
@@ -138,6 +155,12 @@ impl Executor for CommandExecutor {
         if let Some(dir) = &p.working_dir {
             cmd.current_dir(dir);
         }
+        let guard = Guard::arm(&mut cmd).map_err(|e| {
+            ExecError::new(
+                ExecErrorKind::Unavailable,
+                format!("cannot start the guard that ties the command to this worker: {e}"),
+            )
+        })?;
         let executed_at = chrono::Utc::now();
         let started = Instant::now();
         let mut child = cmd.spawn().map_err(|e| {
@@ -166,18 +189,12 @@ impl Executor for CommandExecutor {
         let stdout = tokio::spawn(capture(child.stdout.take()));
         let stderr = tokio::spawn(capture(child.stderr.take()));
 
-        let payload_limit = p.timeout_secs.map(Duration::from_secs_f64);
-        let deadline = payload_limit.map(|d| tokio::time::Instant::now() + d);
         let mut stopped: Option<CancelReason> = None;
         let status = tokio::select! {
             status = child.wait() => status,
             reason = cancel.cancelled() => {
                 stopped = Some(reason);
                 self.stop_group(pgid, reason, &mut child, &mut cancel).await
-            }
-            _ = sleep_until_opt(deadline) => {
-                stopped = Some(CancelReason::Timeout);
-                self.stop_group(pgid, CancelReason::Timeout, &mut child, &mut cancel).await
             }
         }
         .map_err(|e| {
@@ -190,6 +207,7 @@ impl Executor for CommandExecutor {
             // Whatever the group left behind goes too, so nothing outlives the task.
             kill_group(pgid, libc::SIGKILL);
         }
+        guard.release().await;
         let duration_ms = started.elapsed().as_millis() as u64;
         // A grandchild that escaped the group may still hold the pipes open.
         let (out, out_dropped) = join_capture(stdout).await;
@@ -234,7 +252,7 @@ impl Executor for CommandExecutor {
         if let Some(reason) = stopped {
             let mut e = ExecError::from_cancel(reason).with_details(summary);
             if reason == CancelReason::Timeout {
-                let limit = payload_limit.or(ctx.timeout).map(|d| d.as_secs_f64());
+                let limit = ctx.timeout.map(|d| d.as_secs_f64());
                 e.message = format!(
                     "timed out after {duration_ms} ms (limit {limit:?} s); process group killed"
                 );
@@ -337,13 +355,6 @@ fn kill_group(pgid: Option<i32>, signal: i32) {
     }
 }
 
-async fn sleep_until_opt(t: Option<tokio::time::Instant>) {
-    match t {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
-    }
-}
-
 async fn capture<R: AsyncRead + Unpin>(reader: Option<R>) -> (Vec<u8>, usize) {
     let Some(mut reader) = reader else {
         return (Vec::new(), 0);
@@ -396,6 +407,7 @@ async fn write_output(path: &str, bytes: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::attempt::time_limit;
     use crate::executor::cancellation;
 
     fn ctx() -> TaskContext {
@@ -532,12 +544,15 @@ mod tests {
         let exec = CommandExecutor {
             kill_grace: Duration::from_millis(200),
         };
-        let err = exec
-            .execute(
-                &ctx(),
-                json!({"command": cmd, "timeout_secs": 0.5}),
-                Cancellation::never(),
-            )
+        // The payload's limit, run by the attempt's timer as the worker does.
+        let payload = json!({"command": cmd, "timeout_secs": 0.5});
+        let limit = time_limit::effective(None, None, exec.time_limit(&payload));
+        let ctx = TaskContext {
+            timeout: limit,
+            ..ctx()
+        };
+        let (canceller, cancel) = cancellation();
+        let err = time_limit::enforce(limit, &canceller, exec.execute(&ctx, payload, cancel))
             .await
             .unwrap_err();
         assert_eq!(err.kind, ExecErrorKind::Timeout);
@@ -553,6 +568,54 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert!(!alive(pid), "grandchild {pid} survived the timeout");
+    }
+
+    #[test]
+    fn the_payload_timeout_is_the_executors_time_limit() {
+        let e = CommandExecutor::default();
+        assert_eq!(
+            e.time_limit(&json!({"command": "x", "timeout_secs": 1.5})),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(e.time_limit(&json!({"command": "x"})), None);
+    }
+
+    #[tokio::test]
+    async fn the_executor_keeps_no_clock_of_its_own() {
+        // Only the attempt's timer stops a task: without its cancel, a
+        // payload limit alone does not.
+        let outcome = CommandExecutor::default()
+            .execute(
+                &ctx(),
+                json!({"command": "sleep 0.3", "timeout_secs": 0.05}),
+                Cancellation::never(),
+            )
+            .await;
+        assert!(outcome.is_ok(), "{outcome:?}");
+    }
+
+    #[tokio::test]
+    async fn the_command_is_the_workers_own_child_with_its_own_exit() {
+        // The guard stands beside the command, not between it and the worker.
+        let me = std::process::id();
+        let ok = CommandExecutor::default()
+            .execute(
+                &ctx(),
+                json!({"command": format!("test $PPID = {me}")}),
+                Cancellation::never(),
+            )
+            .await;
+        assert!(ok.is_ok(), "{ok:?}");
+        let err = CommandExecutor::default()
+            .execute(
+                &ctx(),
+                json!({"command": "kill -TERM $$"}),
+                Cancellation::never(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ExecErrorKind::Failed);
+        assert_eq!(err.details["signal"], libc::SIGTERM);
     }
 
     #[tokio::test]
