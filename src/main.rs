@@ -89,15 +89,27 @@ fn main() -> ExitCode {
     }
 }
 
+/// Logs to stderr at `level`, or as `CHIT_LOG` (then `RUST_LOG`) says. The
+/// filters for noisy dependencies stay unless the variable names them itself,
+/// and colours are used only on a terminal.
 fn init_tracing(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CHIT_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| {
-            tracing_subscriber::EnvFilter::new(format!("{level},lapin=off,sqlx=warn"))
-        });
+    let wanted = std::env::var("CHIT_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| level.to_owned());
+    let mut directives = wanted.clone();
+    for quiet in ["lapin=off", "sqlx=warn"] {
+        let target = quiet.split('=').next().unwrap_or(quiet);
+        if !wanted.contains(target) {
+            directives.push(',');
+            directives.push_str(quiet);
+        }
+    }
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 

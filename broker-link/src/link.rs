@@ -17,6 +17,10 @@ use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
+/// How long a link that has never reached its broker keeps trying before a
+/// caller with a deadline is told it cannot.
+pub const FIRST_CONTACT: Duration = Duration::from_secs(5);
+
 /// A live connection with its publishing channels.
 #[derive(Debug)]
 pub struct Session {
@@ -141,12 +145,24 @@ impl BrokerLink {
         &self.name
     }
 
+    /// True once the link has reached its broker at least once.
+    pub fn ever_connected(&self) -> bool {
+        *self.generation.lock().expect("generation") > 0
+    }
+
     /// The URL with its password hidden.
     pub fn redacted_url(&self) -> String {
         redact(&self.url)
     }
 
     /// The live session, connecting (with backoff) until `deadline` if needed.
+    ///
+    /// A link that has never reached its broker gives up after
+    /// [`FIRST_CONTACT`] even when the deadline is later: a wrong URL or a
+    /// broker that is not running should fail a command at once, while a
+    /// broker lost after contact (a restart) is waited for until the deadline.
+    /// A caller with a deadline reports the failure itself, so retries are
+    /// logged at debug level; without one, they are warnings.
     ///
     /// The lock on the session is held only for one connection attempt at a
     /// time, never while backing off, and waiting for it respects the
@@ -156,6 +172,10 @@ impl BrokerLink {
         &self,
         deadline: Option<Instant>,
     ) -> Result<Arc<Session>, LinkError> {
+        let deadline = match deadline {
+            Some(d) if !self.ever_connected() => Some(d.min(Instant::now() + FIRST_CONTACT)),
+            other => other,
+        };
         let mut backoff = Backoff::default();
         loop {
             if self.closed.load(Ordering::SeqCst) {
@@ -227,10 +247,16 @@ impl BrokerLink {
             self.set_state(LinkState::Reconnecting(e.to_string()));
             let wait = backoff.next_delay();
             if let Some(d) = deadline
-                && Instant::now() + wait > d {
-                    return Err(LinkError::Deadline(format!("broker unreachable: {e}")));
-                }
-            tracing::warn!(link = %self.name, error = %e, retry_in_ms = wait.as_millis() as u64, "cannot reach broker");
+                && Instant::now() + wait > d
+            {
+                return Err(LinkError::Deadline(format!("broker unreachable: {e}")));
+            }
+            let retry_in_ms = wait.as_millis() as u64;
+            if deadline.is_some() {
+                tracing::debug!(link = %self.name, error = %e, retry_in_ms, "cannot reach broker");
+            } else {
+                tracing::warn!(link = %self.name, error = %e, retry_in_ms, "cannot reach broker");
+            }
             tokio::time::sleep(wait).await;
         }
     }
@@ -244,11 +270,12 @@ impl BrokerLink {
     pub async fn invalidate(&self, generation: u64) {
         let mut current = self.current.lock().await;
         if current.as_ref().is_some_and(|s| s.generation == generation)
-            && let Some(s) = current.take() {
-                tracing::warn!(link = %self.name, generation, "broker session reported broken; reconnecting");
-                self.set_state(LinkState::Reconnecting("session reported broken".into()));
-                close_in_background(s, 320, "chit reconnecting");
-            }
+            && let Some(s) = current.take()
+        {
+            tracing::warn!(link = %self.name, generation, "broker session reported broken; reconnecting");
+            self.set_state(LinkState::Reconnecting("session reported broken".into()));
+            close_in_background(s, 320, "chit reconnecting");
+        }
     }
 
     /// Closes the connection for good; later `session` calls fail.

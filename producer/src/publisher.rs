@@ -96,9 +96,11 @@ impl Producer {
     async fn task_channel(&self, session: &Session) -> Result<Channel, LinkError> {
         let mut cached = self.task_channel.lock().await;
         if let Some((generation, ch)) = cached.as_ref()
-            && *generation == session.generation && ch.status().connected() {
-                return Ok(ch.clone());
-            }
+            && *generation == session.generation
+            && ch.status().connected()
+        {
+            return Ok(ch.clone());
+        }
         let ch = publish::confirm_channel(session).await?;
         *cached = Some((session.generation, ch.clone()));
         Ok(ch)
@@ -128,13 +130,13 @@ impl Producer {
             let session = match self.link.session_until(Some(deadline)).await {
                 Ok(s) => s,
                 Err(e) => {
-                    let message = if e.is_transient() {
+                    let message = if !self.link.ever_connected() || !e.is_transient() {
+                        format!("cannot publish: {e}")
+                    } else {
                         format!(
                             "no broker confirm within {:?}: {e}",
                             self.config.publish_deadline
                         )
-                    } else {
-                        format!("cannot publish: {e}")
                     };
                     pass.fail_unsettled(&PublishError::new(PublishErrorKind::Unavailable, message));
                     break;

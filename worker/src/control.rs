@@ -5,8 +5,8 @@
 
 use crate::cancel::CancelBook;
 use crate::shutdown::Shutdown;
-use broker_topology::control::CancelRequest;
 use broker_link::BrokerLink;
+use broker_topology::control::CancelRequest;
 use broker_topology::{ContentType, names};
 use futures_util::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
@@ -67,7 +67,13 @@ pub(crate) async fn listen(
                 match ct.decode::<CancelRequest>(&delivery.data) {
                     Ok(req) => {
                         let running = cancels.cancel(&req.task_id, req.force);
-                        tracing::info!(task_id = %req.task_id, force = req.force, running, "cancel request");
+                        // The day's backlog is read at every start: only
+                        // requests that arrive while running are news.
+                        if *caught_up.borrow() {
+                            tracing::info!(task_id = %req.task_id, force = req.force, running, "cancel request");
+                        } else {
+                            tracing::debug!(task_id = %req.task_id, force = req.force, running, "remembered cancel request");
+                        }
                     }
                     Err(e) => tracing::warn!(error = %e, "ignoring malformed cancel request"),
                 }
