@@ -569,3 +569,83 @@ async fn a_failing_store_write_is_retried_and_acked_only_after_commit() {
     assert_stored_exactly(&store, &receipts).await;
     store.close().await;
 }
+
+/// Issue 13, finding 2: a second sink with another store used to take half
+/// of every chain. Groups each get every receipt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sinks_of_two_groups_each_store_every_receipt() {
+    let vhost = Vhost::create();
+    let conn = declare(&vhost).await;
+    let (main_file, audit_file) = (sqlite_file(), sqlite_file());
+    let main = start_sink(&vhost.url, &main_file.url, |_| {}).await;
+    let audit = start_sink(&vhost.url, &audit_file.url, |c| c.group = "audit".into()).await;
+    main.wait_connected().await;
+    audit.wait_connected().await;
+
+    let receipts = many(200);
+    publish(&conn, &receipts, 25).await;
+
+    for file in [&main_file, &audit_file] {
+        let store = Store::open(&file.url).await.unwrap();
+        wait_for("every receipt in each group's store", WAIT, || async {
+            (count(&store).await >= receipts.len() as u64).then_some(())
+        })
+        .await;
+        store.close().await;
+    }
+    main.stop().await.unwrap();
+    audit.stop().await.unwrap();
+    for file in [&main_file, &audit_file] {
+        let store = Store::open(&file.url).await.unwrap();
+        assert_stored_exactly(&store, &receipts).await;
+        store.close().await;
+    }
+}
+
+/// The mistake itself: a sink with another store joining a running group
+/// refuses to start and says what to do; the group's store misses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_with_another_store_refuses_to_join_a_group() {
+    let vhost = Vhost::create();
+    let conn = declare(&vhost).await;
+    let (first_file, second_file) = (sqlite_file(), sqlite_file());
+    let first = start_sink(&vhost.url, &first_file.url, |_| {}).await;
+    first.wait_connected().await;
+    // Receipts stored: the first sink is past joining and consuming.
+    let early = many(10);
+    publish(&conn, &early, 25).await;
+    let store = Store::open(&first_file.url).await.unwrap();
+    wait_for("the first sink consuming", WAIT, || async {
+        (count(&store).await >= early.len() as u64).then_some(())
+    })
+    .await;
+
+    let second = start_sink(&vhost.url, &second_file.url, |_| {}).await;
+    let refused = tokio::time::timeout(WAIT, second.handle)
+        .await
+        .expect("the second sink stops by itself")
+        .expect("sink task");
+    match refused {
+        Err(e @ SinkError::GroupConflict { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("--group"), "{text}");
+            assert!(
+                text.contains(&first_file.url["sqlite://".len()..]),
+                "{text}"
+            );
+        }
+        other => panic!("expected a group conflict, got {other:?}"),
+    }
+
+    let mut receipts = early;
+    let late = many(100);
+    publish(&conn, &late, 25).await;
+    receipts.extend(late);
+    wait_for("every receipt in the group's store", WAIT, || async {
+        (count(&store).await >= receipts.len() as u64).then_some(())
+    })
+    .await;
+    first.stop().await.unwrap();
+    assert_stored_exactly(&store, &receipts).await;
+    store.close().await;
+}

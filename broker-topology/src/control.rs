@@ -16,3 +16,19 @@ pub struct CancelRequest {
     /// When it was asked for.
     pub requested_at: DateTime<Utc>,
 }
+
+/// A sink telling the others on [`crate::names::SINK_ROSTER_EXCHANGE`] which
+/// group it consumes for and which store it writes to. Sinks of one group
+/// must share a store: each group's queue hands every receipt to one of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SinkAnnouncement {
+    /// The sender, unique per running sink.
+    pub sink_id: String,
+    /// Its sink group.
+    pub group: String,
+    /// Its store, password hidden (`sqlite:///abs/path`, `postgres://user@host:port/db`).
+    pub store: String,
+    /// False when a sink starts and asks who is there; true for the answers.
+    #[serde(default)]
+    pub reply: bool,
+}

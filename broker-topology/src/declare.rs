@@ -122,6 +122,10 @@ impl Topology {
             name: names::CONTROL_EXCHANGE.into(),
             kind: ExchangeKind::Fanout,
         });
+        t.exchanges.push(ExchangeDecl {
+            name: names::SINK_ROSTER_EXCHANGE.into(),
+            kind: ExchangeKind::Fanout,
+        });
         t.queues.push(QueueDecl {
             name: names::SINK_QUEUE.into(),
             arguments: args(&[("x-queue-type", text("quorum"))]),
@@ -155,6 +159,24 @@ impl Topology {
         let mut t = Topology::core();
         for cap in capabilities {
             t.add_capability(cap);
+        }
+        t
+    }
+
+    /// The core plus the queue of sink group `group`, bound to every receipt.
+    pub fn for_sink_group(group: &str) -> Self {
+        let mut t = Topology::core();
+        let queue = names::sink_queue(group);
+        if queue != names::SINK_QUEUE {
+            t.queues.push(QueueDecl {
+                name: queue.clone(),
+                arguments: args(&[("x-queue-type", text("quorum"))]),
+            });
+            t.bindings.push(BindingDecl {
+                queue,
+                exchange: names::RECEIPT_EXCHANGE.into(),
+                routing_key: "#".into(),
+            });
         }
         t
     }

@@ -10,8 +10,15 @@ use crate::error::{Error, ErrorKind};
 pub const TASK_EXCHANGE: &str = "chit.tasks";
 /// Durable topic exchange every receipt batch is published to.
 pub const RECEIPT_EXCHANGE: &str = "chit.receipts";
-/// Quorum queue, bound to [`RECEIPT_EXCHANGE`] with `#`, that the receipts-sink consumes.
+/// Quorum queue, bound to [`RECEIPT_EXCHANGE`] with `#`, that sinks of the
+/// default group consume. Part of the core topology, so receipts wait in it
+/// while no sink runs.
 pub const SINK_QUEUE: &str = "chit.receipts.sink";
+/// The sink group whose queue is [`SINK_QUEUE`].
+pub const DEFAULT_SINK_GROUP: &str = "default";
+/// Fanout exchange on which sinks announce their group and store to each
+/// other, so a sink with another store cannot join a group unnoticed.
+pub const SINK_ROSTER_EXCHANGE: &str = "chit.sinks";
 /// Fanout exchange on which cancellations are broadcast.
 pub const CONTROL_EXCHANGE: &str = "chit.control";
 /// Stream bound to [`CONTROL_EXCHANGE`]: workers read it from a point in the
@@ -61,6 +68,30 @@ pub fn delay_queue(capability: &str, delay_ms: u64) -> String {
     format!("chit.delay.{capability}.{delay_ms}")
 }
 
+/// The queue of a sink group: every group gets every receipt; the sinks of
+/// one group (replicas of one store) share its queue.
+pub fn sink_queue(group: &str) -> String {
+    if group == DEFAULT_SINK_GROUP {
+        SINK_QUEUE.to_owned()
+    } else {
+        format!("{SINK_QUEUE}.{group}")
+    }
+}
+
+/// Checks that `name` can be used as a sink group (the same characters as a
+/// capability).
+pub fn validate_sink_group(name: &str) -> Result<(), Error> {
+    validate_capability(name).map_err(|_| {
+        Error::new(
+            ErrorKind::BadCapability(name.to_owned()),
+            format!(
+                "sink group {name:?} is not valid: use 1 to {MAX_CAPABILITY_LEN} characters \
+                 from A-Z a-z 0-9 . _ -"
+            ),
+        )
+    })
+}
+
 /// The routing key a receipt batch from `source` is published with.
 pub fn receipt_routing_key(source: &str) -> String {
     format!("{RECEIPT_ROUTING_PREFIX}{source}")
@@ -84,6 +115,14 @@ mod tests {
             let err = validate_capability(bad).unwrap_err();
             assert!(matches!(err.kind(), ErrorKind::BadCapability(n) if n == bad));
         }
+    }
+
+    #[test]
+    fn the_default_sink_group_keeps_the_historic_queue() {
+        assert_eq!(sink_queue(DEFAULT_SINK_GROUP), SINK_QUEUE);
+        assert_eq!(sink_queue("audit"), "chit.receipts.sink.audit");
+        assert!(validate_sink_group("audit-2").is_ok());
+        assert!(validate_sink_group("no spaces").is_err());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The sink's main loop: consume receipt batches, write them, ack after commit.
 //!
 //! [`run`] opens the store, serves the HTTP API and consumes
-//! [`names::SINK_QUEUE`] until `shutdown` completes. Deliveries are gathered
+//! its sink group's queue ([`names::sink_queue`]) until `shutdown` completes. Deliveries are gathered
 //! into a batch ([`crate::batch`]); a closed batch is written in one
 //! transaction by a writer task while the next one fills, and only after the
 //! commit are its messages acked, with one `multiple` ack up to its last
@@ -22,6 +22,7 @@
 use crate::api::{self, ApiState};
 use crate::batch::Batch;
 use crate::error::SinkError;
+use crate::group::Roster;
 use crate::status::SinkStatus;
 use crate::store::{Store, WriteStats};
 use broker_link::time::sleep_until_opt;
@@ -75,6 +76,9 @@ pub struct SinkConfig {
     pub batch_wait: Duration,
     /// Unacked messages the broker may send ahead (`basic.qos`).
     pub prefetch: u16,
+    /// The sink group: every group gets every receipt; sinks of one group
+    /// share its queue and must write to one store.
+    pub group: String,
 }
 
 impl SinkConfig {
@@ -97,6 +101,7 @@ impl Default for SinkConfig {
             batch_size: DEFAULT_BATCH_SIZE,
             batch_wait: DEFAULT_BATCH_WAIT,
             prefetch: DEFAULT_PREFETCH,
+            group: names::DEFAULT_SINK_GROUP.into(),
         }
     }
 }
@@ -125,8 +130,14 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), SinkError> {
+    names::validate_sink_group(&config.group).map_err(|e| SinkError::BadGroup(e.to_string()))?;
     let store = Store::open(&config.store_url).await?;
-    let link = BrokerLink::new(config.amqp_url.clone(), CONNECTION_NAME, Topology::core());
+    let link = BrokerLink::new(
+        config.amqp_url.clone(),
+        CONNECTION_NAME,
+        Topology::for_sink_group(&config.group),
+    );
+    let roster = Roster::new(&config.group, &config.store_url);
     let status = Arc::new(SinkStatus::with_link(link.status()));
     let addr = listener.local_addr().map_err(SinkError::Http)?;
     info!(
@@ -146,7 +157,7 @@ pub async fn serve(
             .await
     });
 
-    let result = consume(&config, &link, &store, &status, shutdown).await;
+    let result = consume(&config, &link, &roster, &store, &status, shutdown).await;
     link.close().await;
 
     let _ = stop_http.send(());
@@ -168,6 +179,7 @@ type Shutdown<'a> = Pin<&'a mut (dyn Future<Output = ()> + Send + 'a)>;
 async fn consume(
     config: &SinkConfig,
     link: &BrokerLink,
+    roster: &Roster,
     store: &Store,
     status: &SinkStatus,
     shutdown: impl Future<Output = ()> + Send,
@@ -188,10 +200,22 @@ async fn consume(
                 return Err(SinkError::Broker(e));
             }
         };
-        let err = match Subscription::open(&session, config).await {
+        let joined = match roster.join(link, &session).await {
+            Err(e @ SinkError::GroupConflict { .. }) => {
+                error!(error = %e, "refusing to start");
+                return Err(e);
+            }
+            other => other,
+        };
+        let opened = match joined {
+            Ok(()) => Subscription::open(&session, config).await,
+            Err(e) => Err(e),
+        };
+        let err = match opened {
             Ok(subscription) => {
                 info!(
-                    queue = names::SINK_QUEUE,
+                    queue = %names::sink_queue(&config.group),
+                    group = %config.group,
                     "connected to broker; consuming receipts"
                 );
                 match subscription
@@ -257,7 +281,7 @@ impl Subscription {
         let tag = format!("{CONNECTION_NAME}-{}", uuid::Uuid::new_v4().simple());
         let consumer = channel
             .basic_consume(
-                names::SINK_QUEUE.into(),
+                names::sink_queue(&config.group).as_str().into(),
                 tag.as_str().into(),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),

@@ -34,6 +34,24 @@ pub enum SinkError {
     /// The broker could not be reached, or refused access or a declaration.
     #[error("broker error: {0}")]
     Broker(#[from] broker_link::LinkError),
+    /// The sink group name cannot be used in a queue name.
+    #[error("{0}")]
+    BadGroup(String),
+    /// Another sink of this group writes to another store.
+    #[error(
+        "another sink of group {group:?} writes to {theirs}, not to {mine}: sinks of one group \
+         share its queue, so each store would get only part of every chain. Give this sink a \
+         group of its own (--group NAME) to store every receipt, or point it at the same store \
+         to share the work"
+    )]
+    GroupConflict {
+        /// The group.
+        group: String,
+        /// This sink's store.
+        mine: String,
+        /// The other sink's store.
+        theirs: String,
+    },
     /// An AMQP operation on an open connection failed.
     #[error("AMQP error: {0}")]
     Amqp(#[from] lapin::Error),
@@ -61,7 +79,9 @@ impl SinkError {
             | SinkError::Corrupt(_)
             | SinkError::BadCursor(_)
             | SinkError::Internal(_)
-            | SinkError::Http(_) => false,
+            | SinkError::Http(_)
+            | SinkError::BadGroup(_)
+            | SinkError::GroupConflict { .. } => false,
         }
     }
 }

@@ -8,6 +8,8 @@
 //!   after a lost connection, and drains on shutdown. Configured by
 //!   [`SinkConfig`].
 //! - `batch`: the open batch and when it closes (size or time).
+//! - `group`: sink groups; a sink refuses to join a group whose other sinks
+//!   write to another store.
 //! - [`store`]: [`Store`], SQLite or PostgreSQL; idempotent batch writes,
 //!   task lookups, paginated listings, quarantine.
 //! - [`task`]: task states and how they are derived from receipts in any
@@ -27,6 +29,7 @@ pub mod api;
 mod batch;
 mod consumer;
 mod error;
+mod group;
 pub mod render;
 mod status;
 pub mod store;
@@ -37,6 +40,7 @@ pub use consumer::{
     DEFAULT_BATCH_SIZE, DEFAULT_BATCH_WAIT, DEFAULT_HTTP_ADDR, DEFAULT_PREFETCH, DEFAULT_STORE_URL,
     SinkConfig, run, serve,
 };
+pub use broker_topology::names::DEFAULT_SINK_GROUP;
 pub use error::SinkError;
 pub use render::{render_task_table, render_tree};
 pub use status::{SinkStatus, SinkTotals};

@@ -24,6 +24,12 @@ pub struct SinkArgs {
     /// Messages the broker may push ahead.
     #[arg(long)]
     prefetch: Option<u16>,
+    /// Sink group. Every group gets every receipt; the sinks of one group
+    /// share its queue, so they must write to the same store (a sink with
+    /// another store refuses to join). A second store needs its own group.
+    /// [default: default]
+    #[arg(long, env = "CHIT_SINK_GROUP")]
+    group: Option<String>,
 }
 
 /// Runs the sink until a stop signal, then commits what it holds.
@@ -34,6 +40,7 @@ pub async fn run(settings: &Settings, args: SinkArgs) -> Result<ExitCode> {
         batch_size: args.batch_size,
         batch_wait_ms: args.batch_wait_ms,
         prefetch: args.prefetch,
+        group: args.group,
     })?;
     receipts_sink::run(config, stop_signal()).await?;
     Ok(ExitCode::SUCCESS)

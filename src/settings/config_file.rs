@@ -31,6 +31,7 @@ pub struct WorkerFile {
 #[serde(deny_unknown_fields)]
 pub struct SinkFile {
     pub store: Option<String>,
+    pub group: Option<String>,
     pub http: Option<String>,
     pub api: Option<String>,
 }

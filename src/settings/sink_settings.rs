@@ -21,6 +21,8 @@ pub struct SinkSettings {
     pub batch_wait_ms: Option<u64>,
     /// Messages the broker may push ahead.
     pub prefetch: Option<u16>,
+    /// Sink group (every group gets every receipt).
+    pub group: Option<String>,
 }
 
 impl Settings {
@@ -45,6 +47,9 @@ impl Settings {
         }
         if let Some(p) = given.prefetch {
             config.prefetch = p;
+        }
+        if let Some(g) = given.group.clone().or(file.group.clone()) {
+            config.group = g;
         }
         Ok(config)
     }
