@@ -35,8 +35,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cargo build --release -q -p receipts-sink --example ingest_bench
-BIN=target/release/examples/ingest_bench
+cargo build --release -q -p chit-bench --bin sink_ingest
+BIN=target/release/sink_ingest
 mkdir -p bench/out
 
 for store in $STORES; do

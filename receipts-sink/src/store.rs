@@ -10,9 +10,14 @@
 //! Queries use runtime SQL (there is no database at build time). Both backends
 //! share the read queries; the write path is per backend (`store/sqlite.rs`
 //! builds multi-row `VALUES`, `store/postgres.rs` binds arrays to `UNNEST`).
+//! The task upsert is written once, as the column rules of `TaskDelta` in
+//! `task.rs` (see `store/row_rule.rs`), and rendered for each backend by
+//! `store/upsert.rs`.
 
 mod postgres;
+pub(crate) mod row_rule;
 mod sqlite;
+mod upsert;
 
 use crate::error::SinkError;
 use crate::task::{self, Page, TaskDelta, TaskFilter, TaskRow, TaskState, TaskView};

@@ -6,9 +6,12 @@
 //! key sets the task's state; the greatest key among receipts naming a worker
 //! sets the worker; the greatest among failing receipts with an `error` sets
 //! `last_error`. Attempts, first and last times are plain max/min. All of these
-//! are commutative and idempotent, so the store applies them as
-//! `GREATEST`/`LEAST` upserts and a redelivered batch changes nothing.
+//! are commutative and idempotent, so the store applies them as upserts and a
+//! redelivered batch changes nothing. They are written once, as the column
+//! rules of `TaskDelta`; the fold that pre-aggregates a batch and each
+//! backend's SQL are derived from that table.
 
+use crate::store::row_rule::{ColumnValue, SqlType, SqlValue, row_rule};
 use broker_topology::{Receipt, ReceiptType};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
@@ -178,20 +181,37 @@ pub(crate) fn receipt_error(r: &Receipt) -> Option<String> {
     }
 }
 
-/// What a batch of receipts contributes to one task row: the upsert's values.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct TaskDelta {
-    pub(crate) task_id: String,
-    pub(crate) task_type: String,
-    pub(crate) state: TaskState,
-    pub(crate) state_key: String,
-    pub(crate) attempts: u32,
-    pub(crate) first_seen: String,
-    pub(crate) last_update: String,
-    pub(crate) worker_id: Option<String>,
-    pub(crate) worker_key: Option<String>,
-    pub(crate) last_error: Option<String>,
-    pub(crate) error_key: Option<String>,
+row_rule! {
+    /// What a batch of receipts contributes to one task row: the upsert's
+    /// values, and the one rule for how each column combines with the row
+    /// already stored. The store's SQL (both backends) and the fold that
+    /// pre-aggregates a batch are both derived from this table; see
+    /// `store/row_rule.rs`.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub(crate) struct TaskDelta in "tasks" {
+        pub(crate) task_id: String = key,
+        // A task's type does not change; the first receipt stored names it.
+        pub(crate) task_type: String = first,
+        pub(crate) state: TaskState = by(state_key),
+        pub(crate) attempts: u32 = max,
+        pub(crate) first_seen: String = min,
+        pub(crate) last_update: String = max,
+        pub(crate) worker_id: Option<String> = by(worker_key),
+        pub(crate) last_error: Option<String> = by(error_key),
+        pub(crate) state_key: String = max,
+        // NULL when no receipt so far named a worker (or reported an error).
+        pub(crate) worker_key: Option<String> = max,
+        pub(crate) error_key: Option<String> = max,
+    }
+}
+
+/// Bound as its name.
+impl ColumnValue for TaskState {
+    const SQL_TYPE: SqlType = SqlType::Text;
+    const NULLABLE: bool = false;
+    fn sql_value(&self) -> SqlValue<'_> {
+        SqlValue::Text(self.as_str())
+    }
 }
 
 impl TaskDelta {
@@ -211,29 +231,6 @@ impl TaskDelta {
             error_key: error.as_ref().map(|_| key.clone()),
             last_error: error,
             state_key: key,
-        }
-    }
-
-    /// Folds `other` in, exactly as the store's upsert does.
-    pub(crate) fn merge(&mut self, other: TaskDelta) {
-        if other.state_key > self.state_key {
-            self.state = other.state;
-            self.state_key = other.state_key;
-        }
-        self.attempts = self.attempts.max(other.attempts);
-        if other.first_seen < self.first_seen {
-            self.first_seen = other.first_seen;
-        }
-        if other.last_update > self.last_update {
-            self.last_update = other.last_update;
-        }
-        if other.worker_key > self.worker_key {
-            self.worker_key = other.worker_key;
-            self.worker_id = other.worker_id;
-        }
-        if other.error_key > self.error_key {
-            self.error_key = other.error_key;
-            self.last_error = other.last_error;
         }
     }
 }

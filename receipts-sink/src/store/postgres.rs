@@ -6,11 +6,14 @@
 //! in sorted by key, so two sinks writing overlapping batches lock rows in the
 //! same order and do not deadlock.
 
-use super::Prepared;
+use super::row_rule::{SqlType, SqlValue, Table};
+use super::{Prepared, upsert};
 use crate::error::SinkError;
+use crate::task::TaskDelta;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use std::str::FromStr;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -37,25 +40,8 @@ const INSERT_RECEIPTS: &str = "INSERT INTO receipts (receipt_id, task_id, task_t
      $6::text[], $7::int8[], $8::text[], $9::text[], $10::text[]) AS u \
      ON CONFLICT (receipt_id) DO NOTHING";
 
-const UPSERT_TASKS: &str = "INSERT INTO tasks (task_id, task_type, state, attempts, \
-     first_seen, last_update, worker_id, last_error, state_key, worker_key, error_key) \
-     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[], \
-     $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[]) \
-     ON CONFLICT (task_id) DO UPDATE SET
-     state = CASE WHEN excluded.state_key > tasks.state_key
-                  THEN excluded.state ELSE tasks.state END,
-     state_key = GREATEST(tasks.state_key, excluded.state_key),
-     attempts = GREATEST(tasks.attempts, excluded.attempts),
-     first_seen = LEAST(tasks.first_seen, excluded.first_seen),
-     last_update = GREATEST(tasks.last_update, excluded.last_update),
-     worker_id = CASE WHEN excluded.worker_key > COALESCE(tasks.worker_key, '')
-                      THEN excluded.worker_id ELSE tasks.worker_id END,
-     worker_key = CASE WHEN excluded.worker_key > COALESCE(tasks.worker_key, '')
-                       THEN excluded.worker_key ELSE tasks.worker_key END,
-     last_error = CASE WHEN excluded.error_key > COALESCE(tasks.error_key, '')
-                       THEN excluded.last_error ELSE tasks.last_error END,
-     error_key = CASE WHEN excluded.error_key > COALESCE(tasks.error_key, '')
-                      THEN excluded.error_key ELSE tasks.error_key END";
+/// The task upsert (see `store/upsert.rs`), rendered once.
+static UPSERT_TASKS: LazyLock<String> = LazyLock::new(|| upsert::postgres(&TaskDelta::TABLE));
 
 const INSERT_QUARANTINE: &str = "INSERT INTO quarantine (id, reason, raw, received_at) \
      SELECT u.*, $4 FROM UNNEST($1::text[], $2::text[], $3::text[]) AS u \
@@ -98,31 +84,15 @@ pub(super) async fn write(pool: &PgPool, b: &Prepared<'_>) -> Result<(u64, u64),
     }
 
     if !b.tasks.is_empty() {
-        let t = &b.tasks;
-        let text = |f: &dyn Fn(&crate::task::TaskDelta) -> String| -> Vec<String> {
-            t.iter().map(f).collect()
-        };
-        let opt = |f: &dyn Fn(&crate::task::TaskDelta) -> Option<String>| -> Vec<Option<String>> {
-            t.iter().map(f).collect()
-        };
-        sqlx::query(UPSERT_TASKS)
-            .bind(text(&|t| t.task_id.clone()))
-            .bind(text(&|t| t.task_type.clone()))
-            .bind(text(&|t| t.state.as_str().to_owned()))
-            .bind(
-                t.iter()
-                    .map(|t| i64::from(t.attempts))
-                    .collect::<Vec<i64>>(),
-            )
-            .bind(text(&|t| t.first_seen.clone()))
-            .bind(text(&|t| t.last_update.clone()))
-            .bind(opt(&|t| t.worker_id.clone()))
-            .bind(opt(&|t| t.last_error.clone()))
-            .bind(text(&|t| t.state_key.clone()))
-            .bind(opt(&|t| t.worker_key.clone()))
-            .bind(opt(&|t| t.error_key.clone()))
-            .execute(&mut *tx)
-            .await?;
+        let mut q = sqlx::query(UPSERT_TASKS.as_str());
+        for column in Array::columns(&TaskDelta::TABLE, b.tasks.iter().map(TaskDelta::values)) {
+            q = match column {
+                Array::Text(v) => q.bind(v),
+                Array::OptText(v) => q.bind(v),
+                Array::Int8(v) => q.bind(v),
+            };
+        }
+        q.execute(&mut *tx).await?;
     }
 
     let mut quarantined = 0;
@@ -140,4 +110,43 @@ pub(super) async fn write(pool: &PgPool, b: &Prepared<'_>) -> Result<(u64, u64),
 
     tx.commit().await?;
     Ok((inserted, quarantined))
+}
+
+/// One column of a batch, bound as one array parameter.
+enum Array<'a> {
+    Text(Vec<&'a str>),
+    OptText(Vec<Option<&'a str>>),
+    Int8(Vec<i64>),
+}
+
+impl<'a> Array<'a> {
+    /// Rows of values (in `table`'s column order) turned into columns.
+    fn columns<const N: usize>(
+        table: &Table,
+        rows: impl ExactSizeIterator<Item = [SqlValue<'a>; N]>,
+    ) -> Vec<Array<'a>> {
+        let len = rows.len();
+        let mut columns: Vec<Array<'a>> = table
+            .columns
+            .iter()
+            .map(|c| match (c.sql_type, c.nullable) {
+                (SqlType::Text, false) => Array::Text(Vec::with_capacity(len)),
+                (SqlType::Text, true) => Array::OptText(Vec::with_capacity(len)),
+                // No nullable number type is a `ColumnValue` (yet).
+                (SqlType::Int8, _) => Array::Int8(Vec::with_capacity(len)),
+            })
+            .collect();
+        for row in rows {
+            for (column, value) in columns.iter_mut().zip(row) {
+                match (column, value) {
+                    (Array::Text(v), SqlValue::Text(s)) => v.push(s),
+                    (Array::OptText(v), SqlValue::OptText(s)) => v.push(s),
+                    (Array::Int8(v), SqlValue::Int8(n)) => v.push(n),
+                    // The table's types and the values come from the same fields.
+                    _ => unreachable!("a value of another type than its column"),
+                }
+            }
+        }
+        columns
+    }
 }

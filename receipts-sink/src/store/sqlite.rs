@@ -6,11 +6,14 @@
 //! count is a power of two, capped so the bind parameters stay below SQLite's
 //! limit of 32766.
 
-use super::{Prepared, chunk_len};
+use super::row_rule::SqlValue;
+use super::{Prepared, chunk_len, upsert};
 use crate::error::SinkError;
+use crate::task::TaskDelta;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, SqlitePool};
 use std::str::FromStr;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -22,7 +25,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_PARAMS: usize = 32766;
 
 const RECEIPT_COLUMNS: usize = 11;
-const TASK_COLUMNS: usize = 11;
+const TASK_COLUMNS: usize = TaskDelta::TABLE.columns.len();
 
 pub(super) async fn open(url: &str) -> Result<SqlitePool, SinkError> {
     let options = SqliteConnectOptions::from_str(url)
@@ -72,7 +75,7 @@ async fn migrate(pool: &SqlitePool) -> Result<(), SinkError> {
 }
 
 /// `INSERT ... VALUES` with `rows` rows of `cols` placeholders, then `tail`.
-fn values_sql(head: &str, rows: usize, cols: usize, tail: &str) -> String {
+pub(super) fn values_sql(head: &str, rows: usize, cols: usize, tail: &str) -> String {
     let mut tuple = String::with_capacity(cols * 2 + 2);
     tuple.push('(');
     for c in 0..cols {
@@ -98,24 +101,9 @@ const INSERT_RECEIPTS: &str = "INSERT INTO receipts (receipt_id, task_id, task_t
      receipt_type, parent_receipt_ids, worker_id, attempt, created_at, body, artifacts, \
      stored_at) VALUES ";
 
-const UPSERT_TASKS: &str = "INSERT INTO tasks (task_id, task_type, state, attempts, \
-     first_seen, last_update, worker_id, last_error, state_key, worker_key, error_key) VALUES ";
-
-const UPSERT_TASKS_TAIL: &str = " ON CONFLICT (task_id) DO UPDATE SET
-     state = CASE WHEN excluded.state_key > tasks.state_key
-                  THEN excluded.state ELSE tasks.state END,
-     state_key = MAX(tasks.state_key, excluded.state_key),
-     attempts = MAX(tasks.attempts, excluded.attempts),
-     first_seen = MIN(tasks.first_seen, excluded.first_seen),
-     last_update = MAX(tasks.last_update, excluded.last_update),
-     worker_id = CASE WHEN excluded.worker_key > COALESCE(tasks.worker_key, '')
-                      THEN excluded.worker_id ELSE tasks.worker_id END,
-     worker_key = CASE WHEN excluded.worker_key > COALESCE(tasks.worker_key, '')
-                       THEN excluded.worker_key ELSE tasks.worker_key END,
-     last_error = CASE WHEN excluded.error_key > COALESCE(tasks.error_key, '')
-                       THEN excluded.last_error ELSE tasks.last_error END,
-     error_key = CASE WHEN excluded.error_key > COALESCE(tasks.error_key, '')
-                      THEN excluded.error_key ELSE tasks.error_key END";
+/// The task upsert around its rows (see `store/upsert.rs`), rendered once.
+static UPSERT_TASKS: LazyLock<(String, String)> =
+    LazyLock::new(|| upsert::sqlite(&TaskDelta::TABLE));
 
 const INSERT_QUARANTINE: &str = "INSERT INTO quarantine (id, reason, raw, received_at) \
      VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING";
@@ -160,21 +148,17 @@ pub(super) async fn write(pool: &SqlitePool, b: &Prepared<'_>) -> Result<(u64, u
         let n = chunk_len(rest.len(), MAX_PARAMS / TASK_COLUMNS);
         let (chunk, tail) = rest.split_at(n);
         rest = tail;
-        let sql = values_sql(UPSERT_TASKS, n, TASK_COLUMNS, UPSERT_TASKS_TAIL);
+        let (head, tail) = &*UPSERT_TASKS;
+        let sql = values_sql(head, n, TASK_COLUMNS, tail);
         let mut q = sqlx::query(AssertSqlSafe(sql));
         for t in chunk {
-            q = q
-                .bind(t.task_id.as_str())
-                .bind(t.task_type.as_str())
-                .bind(t.state.as_str())
-                .bind(i64::from(t.attempts))
-                .bind(t.first_seen.as_str())
-                .bind(t.last_update.as_str())
-                .bind(t.worker_id.as_deref())
-                .bind(t.last_error.as_deref())
-                .bind(t.state_key.as_str())
-                .bind(t.worker_key.as_deref())
-                .bind(t.error_key.as_deref());
+            for v in t.values() {
+                q = match v {
+                    SqlValue::Text(s) => q.bind(s),
+                    SqlValue::OptText(s) => q.bind(s),
+                    SqlValue::Int8(n) => q.bind(n),
+                };
+            }
         }
         q.execute(&mut *tx).await?;
     }

@@ -176,6 +176,77 @@ async fn sqlite_and_postgres_agree() {
     pg.close().await;
 }
 
+/// Chains whose rows take every rule, NULLs included: a whole life; one that
+/// never names a worker or an error; one whose only error is from an attempt
+/// older than its state.
+fn rule_chains(task_id: &str) -> Vec<Vec<Receipt>> {
+    let mk = |task: &str, id: &str, t: ReceiptType, attempt: u32, ms: i64| {
+        let mut r = Receipt::new(task, "command.execute", t, vec![], attempt)
+            .with_id(format!("{task}-{id}"));
+        r.created_at = t0() + chrono::Duration::milliseconds(ms);
+        r
+    };
+    let quiet = format!("{task_id}-quiet");
+    let late = format!("{task_id}-late");
+    vec![
+        life(&format!("{task_id}-life"), t0()),
+        vec![
+            mk(&quiet, "q", ReceiptType::Queued, 1, 0),
+            mk(&quiet, "s", ReceiptType::Success, 1, 5),
+        ],
+        vec![
+            mk(&late, "a2", ReceiptType::Accepted, 2, 10).with_worker("w2"),
+            mk(&late, "f1", ReceiptType::Failure, 1, 20)
+                .with_worker("w1")
+                .with_body(json!({"error": "late"})),
+            mk(&late, "q", ReceiptType::Queued, 1, 0),
+        ],
+    ]
+}
+
+/// The fold (a chain in one batch: merged in Rust, then one upsert) and the
+/// SQL (one receipt per batch, newest first: merged by the upserts) give the
+/// same rows. Returns them.
+async fn fold_and_sql_scenario(store: &Store) -> Vec<TaskRow> {
+    let mut rows = Vec::new();
+    for (folded, upserted) in rule_chains("fold").into_iter().zip(rule_chains("sql")) {
+        store.write_batch(&folded, &[]).await.unwrap();
+        let order: Vec<usize> = (0..upserted.len()).rev().collect();
+        write_in_order(store, &upserted, &order).await;
+        let a = store.task(&folded[0].task_id).await.unwrap().unwrap().task;
+        let mut b = store
+            .task(&upserted[0].task_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .task;
+        b.task_id = a.task_id.clone();
+        assert_eq!(a, b);
+        rows.push(a);
+    }
+    rows
+}
+
+#[tokio::test]
+async fn the_fold_and_the_upsert_agree_on_both_backends() {
+    let (_dir, sqlite) = sqlite_store().await;
+    let db = PgDb::create().await;
+    let pg = Store::open(&db.url).await.unwrap();
+    let a = fold_and_sql_scenario(&sqlite).await;
+    let b = fold_and_sql_scenario(&pg).await;
+    assert_eq!(a, b);
+    let (quiet, late) = (&a[1], &a[2]);
+    assert_eq!(
+        (quiet.state, quiet.worker_id.as_deref()),
+        (TaskState::Succeeded, None)
+    );
+    assert_eq!(quiet.last_error, None);
+    assert_eq!(late.state, TaskState::Running);
+    assert_eq!(late.worker_id.as_deref(), Some("w2"));
+    assert_eq!(late.last_error.as_deref(), Some("late"));
+    pg.close().await;
+}
+
 #[tokio::test]
 async fn a_batch_with_repeats_stores_each_receipt_once() {
     let (_dir, store) = sqlite_store().await;

@@ -9,7 +9,7 @@
 //! Usage (see `bench/sink/run.sh`, which makes the vhost and database):
 //!
 //! ```text
-//! cargo run --release -p receipts-sink --example ingest_bench -- \
+//! cargo run --release -p chit-bench --bin sink_ingest -- \
 //!     --amqp-url amqp://guest:guest@127.0.0.1:5672/bench --store sqlite:///tmp/bench.db \
 //!     [--receipts 100000] [--per-message 50] [--batch-size 1000] [--prefetch 2000]
 //! ```
