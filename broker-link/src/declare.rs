@@ -158,22 +158,23 @@ pub(crate) async fn declare_queue(
 /// the argument, which the broker gives nowhere else.
 fn declare_error(entity: &'static str, name: &str, err: lapin::Error) -> LinkError {
     if let lapin::ErrorKind::ProtocolError(amqp) = err.kind()
-        && *amqp.kind() == AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED) {
-            let text = amqp.get_message().as_str();
-            let argument = text
-                .split("inequivalent arg '")
-                .nth(1)
-                .and_then(|rest| rest.split('\'').next())
-                .unwrap_or("unknown")
-                .to_owned();
-            let detail = text.trim_start_matches("PRECONDITION_FAILED - ").to_owned();
-            return LinkError::Inequivalent {
-                entity,
-                name: name.to_owned(),
-                argument,
-                detail,
-            };
-        }
+        && *amqp.kind() == AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED)
+    {
+        let text = amqp.get_message().as_str();
+        let argument = text
+            .split("inequivalent arg '")
+            .nth(1)
+            .and_then(|rest| rest.split('\'').next())
+            .unwrap_or("unknown")
+            .to_owned();
+        let detail = text.trim_start_matches("PRECONDITION_FAILED - ").to_owned();
+        return LinkError::Inequivalent {
+            entity,
+            name: name.to_owned(),
+            argument,
+            detail,
+        };
+    }
     LinkError::from_lapin(format!("declaring {entity} {name}"), err)
 }
 

@@ -36,11 +36,11 @@ pub mod store;
 pub mod task;
 
 pub use api::{ApiState, router};
+pub use broker_topology::names::DEFAULT_SINK_GROUP;
 pub use consumer::{
     DEFAULT_BATCH_SIZE, DEFAULT_BATCH_WAIT, DEFAULT_HTTP_ADDR, DEFAULT_PREFETCH, DEFAULT_STORE_URL,
     SinkConfig, run, serve,
 };
-pub use broker_topology::names::DEFAULT_SINK_GROUP;
 pub use error::SinkError;
 pub use render::{render_task_table, render_tree};
 pub use status::{SinkStatus, SinkTotals};

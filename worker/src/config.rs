@@ -1,9 +1,9 @@
 //! Worker settings: which capabilities to serve, with which executor, and how
 //! to retry, time out and batch.
 
+use broker_link::BatchConfig;
 use broker_topology::retry::RetryPolicy;
 use broker_topology::{Capability, declare::DEFAULT_DELIVERY_LIMIT};
-use broker_link::BatchConfig;
 use std::time::Duration;
 
 /// One capability (task type) the worker consumes.
