@@ -252,10 +252,12 @@ impl Executor for CommandExecutor {
         if let Some(reason) = stopped {
             let mut e = ExecError::from_cancel(reason).with_details(summary);
             if reason == CancelReason::Timeout {
-                let limit = ctx.timeout.map(|d| d.as_secs_f64());
-                e.message = format!(
-                    "timed out after {duration_ms} ms (limit {limit:?} s); process group killed"
-                );
+                let limit = ctx
+                    .timeout
+                    .map(|d| format!(" (limit {} s)", d.as_secs_f64()))
+                    .unwrap_or_default();
+                e.message =
+                    format!("timed out after {duration_ms} ms{limit}; process group killed");
             }
             e.artifacts = artifacts;
             return Err(e);
