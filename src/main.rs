@@ -18,8 +18,8 @@ mod signal;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use cmd::{
-    cancel::CancelArgs, dev::DevArgs, dlq::DlqAction, publish::PublishArgs, sink::SinkArgs,
-    task::TaskAction, topology::TopologyAction, worker::WorkerArgs,
+    BrokerArgs, cancel::CancelArgs, dev::DevArgs, dlq::DlqAction, publish::PublishArgs,
+    sink::SinkArgs, task::TaskAction, topology::TopologyAction, worker::WorkerArgs,
 };
 use settings::Settings;
 use std::path::PathBuf;
@@ -32,10 +32,7 @@ use std::process::ExitCode;
     about = "A distributed work queue on RabbitMQ, with a receipt for every step"
 )]
 struct Cli {
-    /// Broker URL.
-    #[arg(long, env = "CHIT_AMQP_URL", global = true)]
-    amqp_url: Option<String>,
-    /// Config file (TOML); default ~/.config/chit/chit.toml when it exists.
+    /// Config file (TOML) [default: ~/.config/chit/chit.toml, when it exists]
     #[arg(long, env = "CHIT_CONFIG", global = true)]
     config: Option<PathBuf>,
     #[command(subcommand)]
@@ -46,38 +43,88 @@ struct Cli {
 enum Command {
     /// Declare or inspect exchanges and queues.
     Topology {
+        #[command(flatten)]
+        broker: BrokerArgs,
         #[command(subcommand)]
         action: TopologyAction,
     },
     /// Publish tasks; prints the task id.
-    Publish(PublishArgs),
+    Publish {
+        #[command(flatten)]
+        broker: BrokerArgs,
+        #[command(flatten)]
+        args: PublishArgs,
+    },
     /// Run a worker.
-    Worker(WorkerArgs),
+    Worker {
+        #[command(flatten)]
+        broker: BrokerArgs,
+        #[command(flatten)]
+        args: WorkerArgs,
+    },
     /// Run the receipts sink and its HTTP API.
-    Sink(SinkArgs),
+    Sink {
+        #[command(flatten)]
+        broker: BrokerArgs,
+        #[command(flatten)]
+        args: SinkArgs,
+    },
     /// Look at tasks and their receipt chains (through the sink's API).
     Task {
         #[command(subcommand)]
         action: TaskAction,
     },
     /// Cancel a task: skipped if still queued, stopped if running.
-    Cancel(CancelArgs),
+    Cancel {
+        #[command(flatten)]
+        broker: BrokerArgs,
+        #[command(flatten)]
+        args: CancelArgs,
+    },
     /// Dead-lettered tasks of a task type.
     Dlq {
+        #[command(flatten)]
+        broker: BrokerArgs,
         #[command(subcommand)]
         action: DlqAction,
     },
     /// Everything on one machine: topology, a SQLite sink and a command.execute worker.
-    Dev(DevArgs),
+    Dev {
+        #[command(flatten)]
+        broker: BrokerArgs,
+        #[command(flatten)]
+        args: DevArgs,
+    },
+}
+
+impl Command {
+    /// Runs until stopped (and logs its lifecycle), rather than once.
+    fn is_long_running(&self) -> bool {
+        matches!(
+            self,
+            Command::Worker { .. } | Command::Sink { .. } | Command::Dev { .. }
+        )
+    }
+
+    /// `--amqp-url` / `CHIT_AMQP_URL`, for the commands that have it.
+    fn amqp_url(&self) -> Option<String> {
+        match self {
+            Command::Topology { broker, .. }
+            | Command::Publish { broker, .. }
+            | Command::Worker { broker, .. }
+            | Command::Sink { broker, .. }
+            | Command::Cancel { broker, .. }
+            | Command::Dlq { broker, .. }
+            | Command::Dev { broker, .. } => broker.amqp_url.clone(),
+            Command::Task { .. } => None,
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Long-running parts log their lifecycle; one-shot commands only problems.
-    let long_running = matches!(
-        cli.command,
-        Command::Worker(_) | Command::Sink(_) | Command::Dev(_)
-    );
+    let long_running = cli.command.is_long_running();
     init_tracing(if long_running { "info" } else { "warn" });
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     match runtime.block_on(run(cli)) {
@@ -114,16 +161,19 @@ fn init_tracing(level: &str) {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
-    let settings = Settings::load(cli.amqp_url, cli.config.as_deref())?;
+    if cli.command.is_long_running() {
+        signal::install();
+    }
+    let settings = Settings::load(cli.command.amqp_url(), cli.config.as_deref())?;
     match cli.command {
-        Command::Topology { action } => cmd::topology::run(&settings, action).await,
-        Command::Publish(args) => cmd::publish::run(&settings, args).await,
-        Command::Worker(args) => cmd::worker::run(&settings, args).await,
-        Command::Sink(args) => cmd::sink::run(&settings, args).await,
+        Command::Topology { action, .. } => cmd::topology::run(&settings, action).await,
+        Command::Publish { args, .. } => cmd::publish::run(&settings, args).await,
+        Command::Worker { args, .. } => cmd::worker::run(&settings, args).await,
+        Command::Sink { args, .. } => cmd::sink::run(&settings, args).await,
         Command::Task { action } => cmd::task::run(&settings, action).await,
-        Command::Cancel(args) => cmd::cancel::run(&settings, args).await,
-        Command::Dlq { action } => cmd::dlq::run(&settings, action).await,
-        Command::Dev(args) => cmd::dev::run(&settings, args).await,
+        Command::Cancel { args, .. } => cmd::cancel::run(&settings, args).await,
+        Command::Dlq { action, .. } => cmd::dlq::run(&settings, action).await,
+        Command::Dev { args, .. } => cmd::dev::run(&settings, args).await,
     }
 }
 
@@ -137,5 +187,103 @@ mod tests {
         // Catches what clap only checks at parse time: duplicate flags
         // from flattened groups, `conflicts_with` naming no argument.
         Cli::command().debug_assert();
+    }
+
+    /// Every command's flags and arguments, with the command's path.
+    fn every_arg(cmd: &clap::Command, path: &str, out: &mut Vec<(String, clap::Arg)>) {
+        for arg in cmd.get_arguments() {
+            out.push((path.to_owned(), arg.clone()));
+        }
+        for sub in cmd.get_subcommands() {
+            every_arg(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn every_flag_and_argument_says_what_it_is() {
+        let mut args = Vec::new();
+        every_arg(&Cli::command(), "chit", &mut args);
+        let undescribed: Vec<String> = args
+            .iter()
+            .filter(|(_, a)| !matches!(a.get_id().as_str(), "help" | "version"))
+            .filter(|(_, a)| a.get_help().is_none() && a.get_long_help().is_none())
+            .map(|(path, a)| format!("{path} --{}", a.get_id()))
+            .collect();
+        assert!(undescribed.is_empty(), "no description: {undescribed:?}");
+    }
+
+    #[test]
+    fn the_defaults_in_help_are_the_crates_defaults() {
+        let help = |path: &[&str]| {
+            let mut cmd = Cli::command();
+            let mut sub = &mut cmd;
+            for name in path {
+                sub = sub.find_subcommand_mut(name).unwrap();
+            }
+            sub.render_help().to_string()
+        };
+        let sink = help(&["sink"]);
+        for default in [
+            format!("[default: {}]", receipts_sink::DEFAULT_BATCH_SIZE),
+            format!(
+                "[default: {}]",
+                receipts_sink::DEFAULT_BATCH_WAIT.as_millis()
+            ),
+            format!("[default: {}]", receipts_sink::DEFAULT_PREFETCH),
+            format!("[default: {}]", receipts_sink::DEFAULT_HTTP_ADDR),
+        ] {
+            assert!(
+                sink.contains(&default),
+                "chit sink --help lacks {default}:\n{sink}"
+            );
+        }
+        let worker = help(&["worker"]);
+        for default in [
+            format!("[default: {}]", worker::WorkerConfig::DEFAULT_CONCURRENCY),
+            format!(
+                "[default: {}]",
+                worker::WorkerConfig::DEFAULT_DRAIN_TIMEOUT.as_secs()
+            ),
+            format!(
+                "[default: {}]",
+                worker::WorkerConfig::DEFAULT_KILL_GRACE.as_secs()
+            ),
+            format!(
+                "[default: {}]",
+                worker::WorkerConfig::DEFAULT_HEALTH_INTERVAL.as_secs()
+            ),
+            format!(
+                "[default: {}]",
+                broker_link::BatchConfig::default().linger.as_millis()
+            ),
+        ] {
+            assert!(
+                worker.contains(&default),
+                "chit worker --help lacks {default}:\n{worker}"
+            );
+        }
+        // Durations say their unit in their name.
+        let mut args = Vec::new();
+        every_arg(&Cli::command(), "chit", &mut args);
+        for (path, arg) in &args {
+            let Some(long) = arg.get_long() else { continue };
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            if help.starts_with("Seconds") {
+                assert!(
+                    long.ends_with("-secs"),
+                    "{path} --{long}: seconds, not named -secs"
+                );
+            }
+            if help.starts_with("Milliseconds") {
+                assert!(
+                    long.ends_with("-ms"),
+                    "{path} --{long}: milliseconds, not named -ms"
+                );
+            }
+        }
+        let amqp = broker_link::DEFAULT_AMQP_URL;
+        assert!(help(&["publish"]).contains(amqp), "--amqp-url's default");
+        assert!(!help(&["task", "show"]).contains("--amqp-url"));
+        assert!(!help(&["task", "list"]).contains("--amqp-url"));
     }
 }

@@ -411,3 +411,229 @@ async fn sigint_also_drains() {
     tap.wait_task(&p.task_id, WAIT, ended_with(ReceiptType::Success))
         .await;
 }
+
+/// Publishes `body` to the task exchange as a plain AMQP client would.
+async fn publish_raw(vhost: &Vhost, body: &[u8], props: lapin::BasicProperties) {
+    let conn = vhost.connect().await;
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(Default::default()).await.unwrap();
+    ch.basic_publish(
+        names::TASK_EXCHANGE.into(),
+        "command.execute".into(),
+        Default::default(),
+        body,
+        props,
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+}
+
+/// The dead letters of command.execute, read and left in the queue.
+async fn peek_dead_letters(vhost: &Vhost) -> Vec<lapin::BasicProperties> {
+    let conn = vhost.connect().await;
+    let ch = conn.create_channel().await.unwrap();
+    let mut out = Vec::new();
+    let queue = names::dead_letter_queue("command.execute");
+    while let Some(m) = ch
+        .basic_get(queue.as_str().into(), Default::default())
+        .await
+        .unwrap()
+    {
+        out.push(m.delivery.properties.clone());
+    }
+    // Unacked: closing the channel puts them back.
+    let _ = ch.close(200, "".into()).await;
+    out
+}
+
+fn header(props: &lapin::BasicProperties, name: &str) -> Option<lapin::types::AMQPValue> {
+    props.headers().as_ref()?.inner().get(name).cloned()
+}
+
+fn text(s: &str) -> lapin::types::AMQPValue {
+    lapin::types::AMQPValue::LongString(s.into())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replayed_dead_letter_keeps_its_content_type_and_properties() {
+    let (vhost, tap, _producer) = setup(&cmd_cap()).await;
+    let _w = worker_with(&vhost, "w", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("ran");
+    // Valid JSON, but labelled with a content type chit does not read.
+    let body = json!({"command": format!("touch {}", marker.display())}).to_string();
+    let mut headers = lapin::types::FieldTable::default();
+    headers.insert("x-app".into(), text("kept"));
+    let props = lapin::BasicProperties::default()
+        .with_message_id("custom-1".into())
+        .with_content_type("application/x-custom".into())
+        .with_correlation_id("corr-1".into())
+        .with_headers(headers);
+    publish_raw(&vhost, body.as_bytes(), props).await;
+    let dead_lettered =
+        |n: usize| move |rs: &[Receipt]| of_type(rs, ReceiptType::DeadLettered).len() >= n;
+    let rs = tap.wait_task("custom-1", WAIT, dead_lettered(1)).await;
+    let failure = &of_type(&rs, ReceiptType::Failure)[0];
+    assert!(
+        failure.body["error"]
+            .as_str()
+            .unwrap()
+            .contains("application/x-custom"),
+        "{failure:#?}"
+    );
+    let replay = chit()
+        .args(["dlq", "replay", "command.execute", "--amqp-url", &vhost.url])
+        .output()
+        .unwrap();
+    assert!(
+        replay.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    // The replay is the same message: still not JSON to chit, so it is
+    // refused again rather than run as if it were.
+    let rs = tap.wait_task("custom-1", WAIT, dead_lettered(2)).await;
+    let failures = of_type(&rs, ReceiptType::Failure);
+    let again = failures.iter().find(|f| f.attempt == 2).expect("{rs:#?}");
+    assert!(
+        again.body["error"]
+            .as_str()
+            .unwrap()
+            .contains("application/x-custom"),
+        "{again:#?}"
+    );
+    assert!(!marker.exists(), "a body of unknown type never runs");
+    let dead = wait_for("the second dead letter", WAIT, || async {
+        let all = peek_dead_letters(&vhost).await;
+        (all.len() == 1).then(|| all.into_iter().next().unwrap())
+    })
+    .await;
+    assert_eq!(
+        dead.content_type().as_ref().unwrap().as_str(),
+        "application/x-custom"
+    );
+    assert_eq!(dead.correlation_id().as_ref().unwrap().as_str(), "corr-1");
+    assert_eq!(header(&dead, "x-app"), Some(text("kept")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_letter_copy_sets_aside_the_headers_chit_could_not_read() {
+    let (vhost, tap, _producer) = setup(&cmd_cap()).await;
+    let _w = worker_with(&vhost, "w", &[]);
+    let mut headers = lapin::types::FieldTable::default();
+    headers.insert("x-chit-timeout-ms".into(), text("soon"));
+    headers.insert("x-chit-backoff-ms".into(), text("250"));
+    headers.insert("x-app".into(), text("kept"));
+    let props = lapin::BasicProperties::default()
+        .with_message_id("bad-header-1".into())
+        .with_headers(headers);
+    publish_raw(&vhost, br#"{"command": "true"}"#, props).await;
+    let rs = tap
+        .wait_task("bad-header-1", WAIT, ended_with(ReceiptType::DeadLettered))
+        .await;
+    let failure = &of_type(&rs, ReceiptType::Failure)[0];
+    assert_eq!(failure.body["reason"], "invalid_payload");
+    assert!(
+        failure.body["error"]
+            .as_str()
+            .unwrap()
+            .contains("x-chit-timeout-ms"),
+        "{failure:#?}"
+    );
+    let dead = wait_for("the dead letter", WAIT, || async {
+        let all = peek_dead_letters(&vhost).await;
+        (all.len() == 1).then(|| all.into_iter().next().unwrap())
+    })
+    .await;
+    // The bad value is kept for diagnosis, under a name chit never reads as
+    // the task's setting; the readable headers stay, as chit read them.
+    assert_eq!(header(&dead, "x-chit-timeout-ms"), None);
+    let Some(lapin::types::AMQPValue::FieldTable(invalid)) =
+        header(&dead, "x-chit-invalid-headers")
+    else {
+        panic!("no x-chit-invalid-headers: {dead:?}")
+    };
+    assert_eq!(
+        invalid.inner().get("x-chit-timeout-ms"),
+        Some(&text("soon"))
+    );
+    assert_eq!(invalid.inner().len(), 1);
+    assert_eq!(
+        header(&dead, "x-chit-backoff-ms"),
+        Some(lapin::types::AMQPValue::LongLongInt(250))
+    );
+    assert_eq!(header(&dead, "x-app"), Some(text("kept")));
+    assert!(header(&dead, "x-chit-last-error").is_some());
+    // So a replay runs the task.
+    let replay = chit()
+        .args(["dlq", "replay", "command.execute", "--amqp-url", &vhost.url])
+        .output()
+        .unwrap();
+    assert!(replay.status.success());
+    let rs = tap
+        .wait_task("bad-header-1", WAIT, ended_with(ReceiptType::Success))
+        .await;
+    assert_eq!(of_type(&rs, ReceiptType::Success)[0].attempt, 2);
+}
+
+/// Runs a worker until it consumes, then stops it; returns its log.
+async fn startup_log(vhost: &Vhost, extra: &[&str]) -> String {
+    let mut cmd = chit();
+    cmd.args([
+        "worker",
+        "--amqp-url",
+        &vhost.url,
+        "--capability",
+        "command.execute",
+    ]);
+    cmd.args(extra);
+    cmd.stderr(std::process::Stdio::piped());
+    let mut w = ChildGuard::spawn(cmd);
+    let stderr = w.0.stderr.take().unwrap();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let mut log = log.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        })
+    };
+    wait_for("the worker to consume", WAIT, || {
+        let consuming = log.lock().unwrap().contains("consuming");
+        async move { consuming.then_some(()) }
+    })
+    .await;
+    w.signal(Signal::SIGTERM);
+    assert!(w.wait_timeout(WAIT).unwrap().success());
+    reader.join().unwrap();
+    log.lock().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_with_no_run_time_limit_warns_of_the_brokers_consumer_timeout() {
+    let (vhost, _tap, _producer) = setup(&cmd_cap()).await;
+    let log = startup_log(&vhost, &[]).await;
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("no run-time limit"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    for needle in [
+        "task_type=command.execute",
+        "consumer_timeout_secs=1800",
+        "--timeout-secs",
+    ] {
+        assert!(warnings[0].contains(needle), "{needle}: {log}");
+    }
+    // A limit, here from the flag, silences it.
+    let log = startup_log(&vhost, &["--timeout-secs", "600"]).await;
+    assert!(!log.contains("no run-time limit"), "{log}");
+    assert!(!log.contains("consumer_timeout"), "{log}");
+}

@@ -262,6 +262,7 @@ async fn jsonl_bulk_publish_reports_bad_lines_and_exits_nonzero() {
             "--jsonl",
             file.to_str().unwrap(),
             "--json",
+            "--partial",
         ])
         .output()
         .unwrap();
@@ -654,7 +655,7 @@ async fn chit_dev_runs_a_worker_and_a_sink_and_task_show_draws_the_chain() {
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        err.contains("finished") && err.contains("HTTP 400"),
+        err.contains("'finished'") && err.contains("possible values: queued"),
         "{err}"
     );
     let o = chit()

@@ -4,10 +4,13 @@
 mod support;
 
 use broker_link::Declare;
+use broker_topology::declare::SINK_DELIVERY_LIMIT;
 use broker_topology::{Receipt, ReceiptType, Topology, names};
 use futures_util::future::join_all;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
+use lapin::options::{
+    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Confirmation, Connection};
 use nix::sys::signal::Signal;
 use receipts_sink::{SinkConfig, SinkError, Store, TaskState};
@@ -647,5 +650,472 @@ async fn a_sink_with_another_store_refuses_to_join_a_group() {
     .await;
     first.stop().await.unwrap();
     assert_stored_exactly(&store, &receipts).await;
+    store.close().await;
+}
+
+/// A header of a message, as text (strings as they are, numbers in decimal).
+fn header(props: &BasicProperties, name: &str) -> Option<String> {
+    let value = props.headers().as_ref()?.inner().get(name)?.clone();
+    Some(match value {
+        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        AMQPValue::ShortString(s) => s.to_string(),
+        AMQPValue::LongLongInt(n) => n.to_string(),
+        AMQPValue::LongInt(n) => n.to_string(),
+        AMQPValue::LongUInt(n) => n.to_string(),
+        other => format!("{other:?}"),
+    })
+}
+
+/// The messages in the quarantine queue, looked at and left there (the
+/// channel closes without acking them).
+async fn quarantined_messages(conn: &Connection) -> Vec<(Vec<u8>, BasicProperties)> {
+    let ch = conn.create_channel().await.unwrap();
+    let mut out = Vec::new();
+    while let Some(m) = ch
+        .basic_get(names::SINK_QUARANTINE.into(), BasicGetOptions::default())
+        .await
+        .unwrap()
+    {
+        out.push((m.delivery.data.clone(), m.delivery.properties.clone()));
+    }
+    let _ = ch.close(200, "looked".into()).await;
+    out
+}
+
+/// Issue 13, finding 0: a receipt message that the sink never settles (it
+/// crashes, or loses its connection, on it every time) is moved aside by the
+/// broker into the quarantine queue once the sink queue's delivery limit is
+/// reached; nothing of it is lost, receipts published after it are stored,
+/// and `chit sink --replay-quarantine` brings it back. A raw AMQP client
+/// plays the sink that dies on the message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_no_sink_settles_goes_to_quarantine_after_the_delivery_limit_and_replays() {
+    let vhost = Vhost::create();
+    let conn = declare(&vhost).await;
+    let poison = life("task-that-kills-sinks");
+    let body = serde_json::to_vec(&poison).unwrap();
+    publish_raw(&conn, &[(body.clone(), Some("application/json"))]).await;
+
+    // Take the message and die (close the channel) without settling it,
+    // until the broker stops handing it out.
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut deliveries = 0;
+    while support::queue_depth(&conn, names::SINK_QUARANTINE).await == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still not quarantined after {deliveries} deliveries"
+        );
+        let ch = conn.create_channel().await.unwrap();
+        if let Some(m) = ch
+            .basic_get(names::SINK_QUEUE.into(), BasicGetOptions::default())
+            .await
+            .unwrap()
+        {
+            assert_eq!(m.delivery.data, body);
+            deliveries += 1;
+        }
+        let _ = ch.close(200, "a sink dying on the message".into()).await;
+        tokio::time::sleep(Duration::from_millis(20)).await; // poll interval
+    }
+    assert_eq!(
+        deliveries,
+        SINK_DELIVERY_LIMIT + 1,
+        "returned more often than the limit"
+    );
+    assert_eq!(ready_in_sink_queue(&conn).await, 0);
+    let quarantined = quarantined_messages(&conn).await;
+    assert_eq!(quarantined.len(), 1);
+    let (q_body, q_props) = &quarantined[0];
+    assert_eq!(q_body, &body, "kept whole");
+    assert_eq!(
+        header(q_props, "x-first-death-queue").as_deref(),
+        Some(names::SINK_QUEUE)
+    );
+    assert_eq!(
+        header(q_props, "x-first-death-reason").as_deref(),
+        Some("delivery_limit")
+    );
+
+    // A sink now stores what comes after it.
+    let file = sqlite_file();
+    let sink = start_sink(&vhost.url, &file.url, |_| {}).await;
+    let after = life("task-after-the-poison");
+    publish(&conn, &after, 5).await;
+    let store = Store::open(&file.url).await.unwrap();
+    wait_for("the receipts after the poison", WAIT, || async {
+        (count(&store).await == 5).then_some(())
+    })
+    .await;
+    assert_stored_exactly(&store, &after).await;
+    assert_eq!(support::queue_depth(&conn, names::SINK_QUARANTINE).await, 1);
+
+    // Once the cause is fixed, a replay sends it back, and it is stored.
+    let out = chit()
+        .args(["sink", "--replay-quarantine", "--amqp-url", &vhost.url])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "replayed 1 quarantined receipt messages"
+    );
+    wait_for("the replayed receipts stored", WAIT, || async {
+        (count(&store).await == 10).then_some(())
+    })
+    .await;
+    sink.stop().await.unwrap();
+    let all: Vec<Receipt> = after.into_iter().chain(poison).collect();
+    assert_stored_exactly(&store, &all).await;
+    assert_eq!(support::queue_depth(&conn, names::SINK_QUARANTINE).await, 0);
+}
+
+/// Issue 13, finding 0: a receipt message the store refuses (while it takes
+/// others) no longer holds up the queue: it is rejected into the quarantine
+/// queue, and the receipts around it are stored. A store that refuses
+/// everything still holds its batch (see
+/// `a_failing_store_write_is_retried_and_acked_only_after_commit`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_the_store_refuses_goes_to_quarantine_and_the_rest_is_stored() {
+    let vhost = Vhost::create();
+    let conn = declare(&vhost).await;
+    let db = PgDatabase::create();
+    let store = Store::open(&db.url).await.unwrap();
+    psql_in(
+        &db.name,
+        "ALTER TABLE receipts ADD CONSTRAINT refuse_one CHECK (task_id <> 'task-refused') NOT VALID",
+    );
+    let (before, after) = (many(4), many(4));
+    let refused = serde_json::to_vec(&life("task-refused")).unwrap();
+    let mut messages: Vec<(Vec<u8>, Option<&str>)> = before
+        .chunks(5)
+        .map(|c| (serde_json::to_vec(c).unwrap(), Some("application/json")))
+        .collect();
+    messages.push((refused.clone(), Some("application/json")));
+    messages.extend(
+        after
+            .chunks(5)
+            .map(|c| (serde_json::to_vec(c).unwrap(), Some("application/json"))),
+    );
+    publish_raw(&conn, &messages).await;
+
+    let sink = start_sink(&vhost.url, &db.url, |_| {}).await;
+    wait_for("the refused message in quarantine", WAIT, || async {
+        (support::queue_depth(&conn, names::SINK_QUARANTINE).await == 1).then_some(())
+    })
+    .await;
+    wait_for("every other receipt stored and acked", WAIT, || async {
+        (count(&store).await == 40 && unacked_in_sink_queue(&vhost) == 0).then_some(())
+    })
+    .await;
+    let (body, props) = quarantined_messages(&conn).await.remove(0);
+    assert_eq!(body, refused);
+    assert_eq!(
+        header(&props, "x-first-death-reason").as_deref(),
+        Some("rejected")
+    );
+
+    // Ingestion goes on.
+    let later = many(2);
+    publish(&conn, &later, 5).await;
+    wait_for("receipts published later", WAIT, || async {
+        (count(&store).await == 50).then_some(())
+    })
+    .await;
+    sink.stop().await.unwrap();
+    let stored: Vec<Receipt> = before.into_iter().chain(after).chain(later).collect();
+    assert_stored_exactly(&store, &stored).await;
+    assert!(store.task("task-refused").await.unwrap().is_none());
+    assert_eq!(ready_in_sink_queue(&conn).await, 0);
+    store.close().await;
+}
+
+/// Issue 13, finding 0, existing deployments: a sink queue declared by an
+/// older chit (no delivery limit) cannot be given one, so the queues were
+/// renamed. A sink moves the receipts still waiting in its group's old queue
+/// into the new one and unbinds the old queue; nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_waiting_in_an_older_chits_sink_queue_are_stored() {
+    let vhost = Vhost::create();
+    let conn = vhost.connect().await;
+    // What an older chit left: the receipts exchange and its sink queue.
+    let legacy = names::legacy_sink_queue(names::DEFAULT_SINK_GROUP);
+    let ch = conn.create_channel().await.unwrap();
+    ch.exchange_declare(
+        names::RECEIPT_EXCHANGE.into(),
+        lapin::ExchangeKind::Topic,
+        lapin::options::ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let mut quorum = FieldTable::default();
+    quorum.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    ch.queue_declare(
+        legacy.as_str().into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        quorum,
+    )
+    .await
+    .unwrap();
+    ch.queue_bind(
+        legacy.as_str().into(),
+        names::RECEIPT_EXCHANGE.into(),
+        "#".into(),
+        lapin::options::QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let old = many(20);
+    publish(&conn, &old, 10).await;
+    assert_eq!(support::queue_depth(&conn, &legacy).await, 10);
+
+    let file = sqlite_file();
+    let sink = start_sink(&vhost.url, &file.url, |_| {}).await;
+    let store = Store::open(&file.url).await.unwrap();
+    wait_for("the old queue's receipts stored", WAIT, || async {
+        (count(&store).await == 100).then_some(())
+    })
+    .await;
+    let new = many(20);
+    publish(&conn, &new, 10).await;
+    wait_for("new receipts stored", WAIT, || async {
+        (count(&store).await == 200).then_some(())
+    })
+    .await;
+    sink.stop().await.unwrap();
+    let all: Vec<Receipt> = old.into_iter().chain(new).collect();
+    assert_stored_exactly(&store, &all).await;
+    assert_eq!(
+        support::queue_depth(&conn, &legacy).await,
+        0,
+        "emptied, and no longer bound to the receipts"
+    );
+}
+
+/// Runs `chit sink` with `args` on the vhost, expecting it to stop by itself;
+/// returns (success, stderr).
+fn sink_exits(vhost: &Vhost, args: &[&str], dir: &std::path::Path) -> (bool, String) {
+    let mut cmd = chit();
+    cmd.args(["sink", "--amqp-url", &vhost.url])
+        .args(args)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = ChildGuard::spawn(cmd);
+    let status = child
+        .wait_timeout(Duration::from_secs(30))
+        .expect("the sink stops by itself");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    (status.success(), stderr)
+}
+
+/// Issue 13, finding 9: the README's `--store sqlite:///var/lib/chit/...`
+/// on a fresh machine. The sink makes the file's directory; when it cannot,
+/// it says which path, once; a bare relative path is refused with the two
+/// spellings that work; a busy HTTP address is named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_and_http_errors_name_the_path_and_the_address() {
+    let vhost = Vhost::create();
+    let dir = tempfile::tempdir().unwrap();
+
+    // A missing directory is created.
+    let deep = dir.path().join("var/lib/chit/receipts.db");
+    let mut cmd = chit();
+    cmd.args(["sink", "--amqp-url", &vhost.url, "--http", "127.0.0.1:0"])
+        .args(["--store", &format!("sqlite://{}", deep.display())]);
+    let sink = ChildGuard::spawn(cmd);
+    wait_for("the SQLite file in its new directory", WAIT, || async {
+        deep.exists().then_some(())
+    })
+    .await;
+    drop(sink);
+
+    // A directory that cannot be made: its parent is a file.
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"").unwrap();
+    let blocked = file.join("receipts.db");
+    let (ok, stderr) = sink_exits(
+        &vhost,
+        &["--store", &format!("sqlite://{}", blocked.display())],
+        dir.path(),
+    );
+    assert!(!ok);
+    let path = blocked.display().to_string();
+    assert_eq!(stderr.matches(&path).count(), 1, "the path, once: {stderr}");
+    assert!(stderr.contains("cannot create its directory"), "{stderr}");
+
+    // A bare relative path is refused; `./` says it is meant.
+    let (ok, stderr) = sink_exits(&vhost, &["--store", "sqlite://var/receipts.db"], dir.path());
+    assert!(!ok);
+    assert!(stderr.contains("sqlite:///var/receipts.db"), "{stderr}");
+    assert!(stderr.contains("sqlite://./var/receipts.db"), "{stderr}");
+    let mut cmd = chit();
+    cmd.args(["sink", "--amqp-url", &vhost.url, "--http", "127.0.0.1:0"])
+        .args(["--store", "sqlite://./rel/receipts.db"])
+        .current_dir(dir.path());
+    let sink = ChildGuard::spawn(cmd);
+    let relative = dir.path().join("rel/receipts.db");
+    wait_for("the file under the working directory", WAIT, || async {
+        relative.exists().then_some(())
+    })
+    .await;
+    drop(sink);
+
+    // The HTTP address in use is named.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let store = format!("sqlite://{}", dir.path().join("http.db").display());
+    let (ok, stderr) = sink_exits(&vhost, &["--store", &store, "--http", &addr], dir.path());
+    assert!(!ok);
+    assert!(stderr.contains(&addr), "{stderr}");
+    assert_eq!(stderr.matches("in use").count(), 1, "once: {stderr}");
+}
+
+/// Receipts of one task, all at `at`: `queued`, then `success` when `done`.
+fn aged(task_id: &str, at: chrono::DateTime<chrono::Utc>, done: bool) -> Vec<Receipt> {
+    let mut chain = life(task_id);
+    chain.truncate(2);
+    if done {
+        chain[1].receipt_type = ReceiptType::Success;
+    }
+    for r in &mut chain {
+        r.created_at = at;
+    }
+    chain
+}
+
+/// Issue 13, finding 21: `chit sink --retain 30d` (or `CHIT_SINK_RETAIN`)
+/// deletes finished tasks older than that with their chains, and keeps the
+/// rest, on SQLite and PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_old_finished_chains_on_both_stores() {
+    let vhost = Vhost::create();
+    let file = sqlite_file();
+    let db = PgDatabase::create();
+    let now = chrono::Utc::now();
+    let (old, recent) = (
+        now - chrono::Duration::days(45),
+        now - chrono::Duration::days(2),
+    );
+    for (url, by_env) in [(&file.url, false), (&db.url, true)] {
+        let store = Store::open(url).await.unwrap();
+        let mut receipts = aged("old-done", old, true);
+        receipts.extend(aged("old-running", old, false));
+        receipts.extend(aged("recent-done", recent, true));
+        store.write_batch(&receipts, &[]).await.unwrap();
+
+        let mut cmd = chit();
+        cmd.args(["sink", "--amqp-url", &vhost.url, "--http", "127.0.0.1:0"])
+            .args(["--store", url]);
+        if by_env {
+            cmd.env("CHIT_SINK_RETAIN", "30d");
+        } else {
+            cmd.args(["--retain", "30d"]);
+        }
+        let sink = ChildGuard::spawn(cmd);
+        wait_for("the old finished task pruned", WAIT, || async {
+            store
+                .task("old-done")
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        })
+        .await;
+        drop(sink);
+        assert!(
+            store.receipts("old-done").await.unwrap().is_empty(),
+            "{url}"
+        );
+        for kept in ["old-running", "recent-done"] {
+            let view = store.task(kept).await.unwrap();
+            assert_eq!(view.map(|v| v.chain.len()), Some(2), "{kept} in {url}");
+        }
+        store.close().await;
+    }
+}
+
+/// Issue 13, finding 15: `chit task list` goes past the API's page of 1000
+/// and across calls with `--cursor`, printing the next cursor on stderr so
+/// stdout stays the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_list_pages_with_a_cursor_past_a_thousand() {
+    let vhost = Vhost::create();
+    let file = sqlite_file();
+    let store = Store::open(&file.url).await.unwrap();
+    let receipts: Vec<Receipt> = (0..1205)
+        .map(|i| {
+            Receipt::new(
+                format!("task-{i:04}"),
+                "noop",
+                ReceiptType::Queued,
+                vec![],
+                1,
+            )
+        })
+        .collect();
+    store.write_batch(&receipts, &[]).await.unwrap();
+    let sink = start_sink(&vhost.url, &file.url, |_| {}).await;
+
+    let list = |args: &[&str]| {
+        let out = chit()
+            .args(["task", "list", "--api", &sink.api])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        let ids: Vec<String> = stdout
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|w| w.starts_with("task-"))
+            .map(str::to_owned)
+            .collect();
+        let cursor = stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("next page: --cursor "))
+            .map(str::to_owned);
+        (ids, cursor, stdout)
+    };
+    let (first, cursor, _) = list(&["--limit", "1100"]);
+    assert_eq!(first.len(), 1100);
+    let cursor = cursor.expect("a next cursor on stderr");
+    let (second, last_cursor, stdout) = list(&["--limit", "1100", "--cursor", &cursor]);
+    assert_eq!(second.len(), 105);
+    assert_eq!(last_cursor, None, "the last page has no next cursor");
+    assert!(!stdout.contains(&cursor), "stdout is the table alone");
+    let mut all: Vec<String> = first.into_iter().chain(second).collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 1205, "every task once");
+
+    let out = chit()
+        .args(["task", "list", "--api", &sink.api, "--json", "--limit", "3"])
+        .output()
+        .unwrap();
+    let page: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(page["tasks"].as_array().unwrap().len(), 3);
+    assert!(page["next_cursor"].is_string(), "{page}");
+    sink.stop().await.unwrap();
     store.close().await;
 }

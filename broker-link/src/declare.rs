@@ -70,7 +70,9 @@ pub async fn inspect(conn: &Connection, topology: &Topology) -> Result<TopologyR
             async move {
                 declare_queue(&ch, &q, true).await?;
                 let queue = declare_queue(&ch, &q, false).await?;
-                Ok(Some((queue.message_count(), queue.consumer_count())))
+                // A stream's declare-ok says 0 messages and 0 consumers
+                // whatever it holds: better unknown than wrong.
+                Ok((!is_stream(&q)).then(|| (queue.message_count(), queue.consumer_count())))
             }
         })
         .await?;
@@ -81,6 +83,13 @@ pub async fn inspect(conn: &Connection, topology: &Topology) -> Result<TopologyR
         });
     }
     Ok(TopologyReport { entries })
+}
+
+fn is_stream(q: &QueueDecl) -> bool {
+    matches!(
+        q.arguments.inner().get("x-queue-type"),
+        Some(lapin::types::AMQPValue::LongString(t)) if t.as_bytes() == b"stream"
+    )
 }
 
 /// Runs one check on its own channel, since a failed declare closes it.

@@ -13,6 +13,8 @@
 //!   and [`PublishOutcome`], the one reading of what the broker did with a
 //!   message (confirmed, returned, nacked, lost).
 //! - [`receipts`]: [`ReceiptPublisher`], receipts in confirmed batches.
+//! - [`management`]: the optional management HTTP API, for the figures AMQP
+//!   does not give (stream consumers, queues declared on demand).
 //! - [`time`]: small timing helpers.
 //! - `error`: [`LinkError`], each kind saying whether to retry.
 //!
@@ -25,6 +27,7 @@ pub mod connect;
 pub mod declare;
 mod error;
 pub mod link;
+pub mod management;
 pub mod publish;
 pub mod receipts;
 pub mod time;
@@ -34,4 +37,4 @@ pub use declare::Declare;
 pub use error::{LinkError, NOT_FOUND};
 pub use link::{BrokerLink, LinkState, LinkStatus, Session};
 pub use publish::{Outgoing, PendingConfirm, PublishOutcome};
-pub use receipts::{BatchConfig, Confirmed, ReceiptPublisher};
+pub use receipts::{BatchConfig, Confirmed, ReceiptObserver, ReceiptPublisher};

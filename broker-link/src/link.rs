@@ -145,6 +145,12 @@ impl BrokerLink {
         &self.name
     }
 
+    /// Connections the link has opened so far (its current generation): 1
+    /// after the first, one more with every reconnect.
+    pub fn connections(&self) -> u64 {
+        *self.generation.lock().expect("generation")
+    }
+
     /// True once the link has reached its broker at least once.
     pub fn ever_connected(&self) -> bool {
         *self.generation.lock().expect("generation") > 0

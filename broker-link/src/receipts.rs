@@ -62,6 +62,13 @@ struct SealedBatch {
     waiters: Vec<oneshot::Sender<()>>,
 }
 
+/// Told of every receipt batch the broker confirmed, for metrics. Called on
+/// the publisher's task: it must be quick and must not block.
+pub trait ReceiptObserver: Send + Sync {
+    /// A batch of `receipts` receipts was confirmed.
+    fn batch_confirmed(&self, receipts: usize);
+}
+
 /// Publishes receipts in confirmed batches. Clone it freely; the background
 /// task ends, after sending everything it holds, when the last clone is dropped.
 #[derive(Clone)]
@@ -93,9 +100,19 @@ impl ReceiptPublisher {
         source: &str,
         config: BatchConfig,
     ) -> (Self, JoinHandle<()>) {
+        Self::spawn_observed(link, source, config, None)
+    }
+
+    /// As [`ReceiptPublisher::spawn`], telling `observer` of each confirmed batch.
+    pub fn spawn_observed(
+        link: Arc<BrokerLink>,
+        source: &str,
+        config: BatchConfig,
+        observer: Option<Arc<dyn ReceiptObserver>>,
+    ) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(config.capacity.max(1));
         let routing_key = names::receipt_routing_key(source);
-        let handle = tokio::spawn(run(link, rx, routing_key, config));
+        let handle = tokio::spawn(run(link, rx, routing_key, config, observer));
         (ReceiptPublisher { tx }, handle)
     }
 
@@ -131,6 +148,7 @@ async fn run(
     mut rx: mpsc::Receiver<Submission>,
     routing_key: String,
     config: BatchConfig,
+    observer: Option<Arc<dyn ReceiptObserver>>,
 ) {
     let mut pending: Vec<Receipt> = Vec::with_capacity(config.max_receipts);
     let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
@@ -209,6 +227,7 @@ async fn run(
             Some((batch, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
                 match outcome {
                     PublishOutcome::Confirmed => {
+                        if let Some(o) = &observer { o.batch_confirmed(batch.count); }
                         for w in batch.waiters { let _ = w.send(()); }
                     }
                     PublishOutcome::Nacked => {

@@ -13,6 +13,14 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 /// dead-letters it, which stops a task that kills its worker every time.
 pub const DEFAULT_DELIVERY_LIMIT: u32 = 5;
 
+/// `x-delivery-limit` of the sink queues: a receipt message returned to its
+/// sink queue more often than this (a sink that crashes or loses its
+/// connection on it every time) is dead-lettered by the broker into
+/// [`names::SINK_QUARANTINE`], so no one message can stop ingestion. Higher
+/// than the task queues' limit because every message a sink holds when it
+/// dies is returned with the culprit.
+pub const SINK_DELIVERY_LIMIT: u32 = 10;
+
 /// How long the cancellation stream keeps records; a worker that starts later
 /// than this after a cancellation will not learn of it.
 pub const CANCEL_RETENTION: &str = "1D";
@@ -106,8 +114,9 @@ fn quorum_dead_lettering(dlx: &str, routing_key: Option<&str>) -> Vec<(&'static 
 }
 
 impl Topology {
-    /// The shared part: task, receipt and control exchanges, the sink queue and
-    /// the cancellation stream.
+    /// The shared part: task, receipt, control and events exchanges, the
+    /// default sink group's queue and the quarantine behind it, and the
+    /// cancellation stream.
     pub fn core() -> Self {
         let mut t = Topology::default();
         t.exchanges.push(ExchangeDecl {
@@ -126,8 +135,18 @@ impl Topology {
             name: names::SINK_ROSTER_EXCHANGE.into(),
             kind: ExchangeKind::Fanout,
         });
+        t.exchanges.push(ExchangeDecl {
+            name: names::SINK_QUARANTINE.into(),
+            kind: ExchangeKind::Fanout,
+        });
+        t.exchanges.push(ExchangeDecl {
+            name: names::EVENTS_EXCHANGE.into(),
+            kind: ExchangeKind::Topic,
+        });
+        t.queues
+            .push(Topology::sink_queue(names::DEFAULT_SINK_GROUP));
         t.queues.push(QueueDecl {
-            name: names::SINK_QUEUE.into(),
+            name: names::SINK_QUARANTINE.into(),
             arguments: args(&[("x-queue-type", text("quorum"))]),
         });
         t.queues.push(QueueDecl {
@@ -147,6 +166,11 @@ impl Topology {
             routing_key: "#".into(),
         });
         t.bindings.push(BindingDecl {
+            queue: names::SINK_QUARANTINE.into(),
+            exchange: names::SINK_QUARANTINE.into(),
+            routing_key: String::new(),
+        });
+        t.bindings.push(BindingDecl {
             queue: names::CANCEL_STREAM.into(),
             exchange: names::CONTROL_EXCHANGE.into(),
             routing_key: String::new(),
@@ -154,7 +178,8 @@ impl Topology {
         t
     }
 
-    /// The core plus each capability's task queue and dead-letter exchange and queue.
+    /// The core plus each capability's task queue, dead-letter exchange and
+    /// queue, and dead-letter watch queue.
     pub fn for_capabilities(capabilities: &[Capability]) -> Self {
         let mut t = Topology::core();
         for cap in capabilities {
@@ -168,10 +193,7 @@ impl Topology {
         let mut t = Topology::core();
         let queue = names::sink_queue(group);
         if queue != names::SINK_QUEUE {
-            t.queues.push(QueueDecl {
-                name: queue.clone(),
-                arguments: args(&[("x-queue-type", text("quorum"))]),
-            });
+            t.queues.push(Topology::sink_queue(group));
             t.bindings.push(BindingDecl {
                 queue,
                 exchange: names::RECEIPT_EXCHANGE.into(),
@@ -179,6 +201,21 @@ impl Topology {
             });
         }
         t
+    }
+
+    /// The queue of sink group `group`: a quorum queue whose messages the
+    /// broker dead-letters, at least once, into [`names::SINK_QUARANTINE`]
+    /// after [`SINK_DELIVERY_LIMIT`] returns, or when a sink rejects one.
+    pub fn sink_queue(group: &str) -> QueueDecl {
+        let mut a = quorum_dead_lettering(names::SINK_QUARANTINE, None);
+        a.push((
+            "x-delivery-limit",
+            AMQPValue::LongLongInt(i64::from(SINK_DELIVERY_LIMIT)),
+        ));
+        QueueDecl {
+            name: names::sink_queue(group),
+            arguments: args(&a),
+        }
     }
 
     /// Adds one capability's declarations.
@@ -208,6 +245,16 @@ impl Topology {
         });
         self.bindings.push(BindingDecl {
             queue: names::dead_letter_queue(&cap.name),
+            exchange: dlx.clone(),
+            routing_key: String::new(),
+        });
+        // Every dead letter once more, for the worker's dead-letter watch.
+        self.queues.push(QueueDecl {
+            name: names::dead_letter_watch_queue(&cap.name),
+            arguments: args(&[("x-queue-type", text("quorum"))]),
+        });
+        self.bindings.push(BindingDecl {
+            queue: names::dead_letter_watch_queue(&cap.name),
             exchange: dlx,
             routing_key: String::new(),
         });
@@ -300,6 +347,40 @@ mod tests {
                 .iter()
                 .any(|q| q.name == "chit.dead.command.execute")
         );
+    }
+
+    #[test]
+    fn sink_queues_have_a_delivery_limit_and_a_quarantine() {
+        for (group, t) in [
+            ("default", Topology::core()),
+            ("audit", Topology::for_sink_group("audit")),
+        ] {
+            let q = t
+                .queues
+                .iter()
+                .find(|q| q.name == names::sink_queue(group))
+                .unwrap();
+            let a = q.arguments.inner();
+            assert_eq!(
+                a.get("x-delivery-limit"),
+                Some(&AMQPValue::LongLongInt(SINK_DELIVERY_LIMIT.into()))
+            );
+            assert_eq!(
+                a.get("x-dead-letter-exchange"),
+                Some(&text(names::SINK_QUARANTINE))
+            );
+            assert_eq!(
+                a.get("x-dead-letter-strategy"),
+                Some(&text("at-least-once"))
+            );
+            assert!(t.queues.iter().any(|q| q.name == names::SINK_QUARANTINE));
+            assert!(
+                t.bindings
+                    .iter()
+                    .any(|b| b.queue == names::SINK_QUARANTINE
+                        && b.exchange == names::SINK_QUARANTINE)
+            );
+        }
     }
 
     #[test]

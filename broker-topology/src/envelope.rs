@@ -29,6 +29,24 @@ pub const H_TRACEPARENT: &str = "traceparent";
 pub const H_TRACESTATE: &str = "tracestate";
 /// Set by quorum queues on redelivery: how many times the message was returned.
 pub const H_DELIVERY_COUNT: &str = "x-delivery-count";
+/// Set by a stopping worker on the copy of a task it hands back unstarted:
+/// how many times that happened to this message.
+pub const H_DRAIN_RETURNS: &str = "x-chit-drain-returns";
+/// Set with [`H_DRAIN_RETURNS`]: the returns that count toward the delivery
+/// limit (`x-delivery-count`) which the message had before it was copied.
+pub const H_CARRIED_DELIVERIES: &str = "x-chit-carried-deliveries";
+/// Set on a dead-letter copy: the headers chit could not read, as they came.
+pub const H_INVALID_HEADERS: &str = "x-chit-invalid-headers";
+/// Set by a worker on the copy of a task whose run said it is not done yet
+/// (an `in_progress` receipt): how many such runs the task has had.
+pub const H_POLLS: &str = "x-chit-polls";
+/// Set with [`H_POLLS`]: the `output` of the latest of those runs, as JSON
+/// text, handed to the next run.
+pub const H_PROGRESS_OUTPUT: &str = "x-chit-progress-output";
+/// When the task was first published, in milliseconds since the epoch: the
+/// start of its queue-to-start time. Written by [`TaskEnvelope::to_properties`]
+/// and kept on every copy; read leniently (a bad value counts as missing).
+pub const H_PUBLISHED_MS: &str = "x-chit-published-ms";
 
 /// Everything chit reads from (or writes to) a task message, apart from the body.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -64,6 +82,12 @@ pub struct TaskEnvelope {
     pub redelivered: bool,
     /// Publish time (seconds since the epoch), when the publisher set it.
     pub timestamp: Option<u64>,
+    /// Runs of the task that ended `in_progress` so far ([`H_POLLS`]).
+    pub polls: u32,
+    /// The output of the latest of them ([`H_PROGRESS_OUTPUT`]).
+    pub progress_output: Option<serde_json::Value>,
+    /// First publish time in milliseconds since the epoch ([`H_PUBLISHED_MS`]).
+    pub published_ms: Option<u64>,
 }
 
 /// A task envelope read from a delivery, with what could not be read.
@@ -130,6 +154,9 @@ impl TaskEnvelope {
         let backoff_ms = int(H_BACKOFF_MS);
         let timeout_ms = int(H_TIMEOUT_MS);
         let delivery_count = int(H_DELIVERY_COUNT).unwrap_or(0).min(u32::MAX as u64) as u32;
+        let polls = int(H_POLLS).unwrap_or(0).min(u32::MAX as u64) as u32;
+        // Only for metrics: a bad value must not stop the task.
+        let published_ms = header_u64(headers, H_PUBLISHED_MS).ok().flatten();
         let mut text = |name: &str| match header_string(headers, name) {
             Ok(v) => v,
             Err(e) => {
@@ -141,6 +168,17 @@ impl TaskEnvelope {
         let replay_of = text(H_REPLAY_OF);
         let traceparent = text(H_TRACEPARENT);
         let tracestate = text(H_TRACESTATE);
+        let progress_output =
+            text(H_PROGRESS_OUTPUT).and_then(|json| match serde_json::from_str(&json) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    note(Error::new(
+                        ErrorKind::BadHeader(H_PROGRESS_OUTPUT.into()),
+                        format!("header {H_PROGRESS_OUTPUT} must hold JSON text: {e}"),
+                    ));
+                    None
+                }
+            });
         if max_attempts == Some(0) {
             note(Error::new(
                 ErrorKind::BadHeader(H_MAX_ATTEMPTS.into()),
@@ -164,6 +202,9 @@ impl TaskEnvelope {
                 delivery_count,
                 redelivered,
                 timestamp: *props.timestamp(),
+                polls,
+                progress_output,
+                published_ms,
             },
             problem,
         }
@@ -200,6 +241,22 @@ impl TaskEnvelope {
         put_int(H_MAX_ATTEMPTS, self.max_attempts.map(u64::from));
         put_int(H_BACKOFF_MS, self.backoff_ms);
         put_int(H_TIMEOUT_MS, self.timeout_ms);
+        put_int(H_POLLS, Some(self.polls as u64).filter(|p| *p > 0));
+        put_int(
+            H_PUBLISHED_MS,
+            Some(self.published_ms.unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0)
+            })),
+        );
+        if let Some(output) = &self.progress_output {
+            headers.insert(
+                H_PROGRESS_OUTPUT.into(),
+                AMQPValue::LongString(LongString::from(output.to_string().as_str())),
+            );
+        }
         let timestamp = self.timestamp.unwrap_or_else(|| {
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -278,11 +335,35 @@ mod tests {
         env.timeout_ms = Some(1500);
         env.traceparent = Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into());
         env.timestamp = Some(1_700_000_000);
+        env.published_ms = Some(1_700_000_000_123);
+        env.polls = 2;
+        env.progress_output = Some(serde_json::json!({"done": 40, "of": 100}));
         let props = env.to_properties();
         assert_eq!(*props.delivery_mode(), Some(2));
         let parsed = TaskEnvelope::from_delivery(&props, "ignored", false);
         assert!(parsed.problem.is_none());
         assert_eq!(parsed.envelope, env);
+    }
+
+    #[test]
+    fn the_publish_time_is_stamped_once_and_a_bad_one_is_ignored() {
+        let env = TaskEnvelope::new("x");
+        let props = env.to_properties();
+        let stamped = TaskEnvelope::from_delivery(&props, "x", false).envelope;
+        assert!(
+            stamped
+                .published_ms
+                .is_some_and(|ms| ms > 1_700_000_000_000)
+        );
+        // A copy keeps the first publish time.
+        let again = TaskEnvelope::from_delivery(&stamped.to_properties(), "x", false);
+        assert_eq!(again.envelope.published_ms, stamped.published_ms);
+        let mut headers = FieldTable::default();
+        headers.insert(H_PUBLISHED_MS.into(), AMQPValue::LongString("soon".into()));
+        let props = BasicProperties::default().with_headers(headers);
+        let parsed = TaskEnvelope::from_delivery(&props, "x", false);
+        assert!(parsed.problem.is_none());
+        assert_eq!(parsed.envelope.published_ms, None);
     }
 
     #[test]
@@ -307,6 +388,24 @@ mod tests {
         let problem = parsed.problem.expect("a problem");
         assert_eq!(problem.kind(), &ErrorKind::BadHeader(H_ATTEMPT.into()));
         assert!(problem.to_string().contains(H_ATTEMPT));
+    }
+
+    #[test]
+    fn a_progress_output_that_is_not_json_is_named() {
+        let mut headers = FieldTable::default();
+        headers.insert(
+            H_PROGRESS_OUTPUT.into(),
+            AMQPValue::LongString("{oops".into()),
+        );
+        let props = BasicProperties::default().with_headers(headers);
+        let parsed = TaskEnvelope::from_delivery(&props, "x", false);
+        let problem = parsed.problem.expect("a problem");
+        assert_eq!(
+            problem.kind(),
+            &ErrorKind::BadHeader(H_PROGRESS_OUTPUT.into())
+        );
+        assert_eq!(parsed.envelope.polls, 0);
+        assert_eq!(parsed.envelope.progress_output, None);
     }
 
     #[test]

@@ -15,6 +15,10 @@ pub enum ErrorKind {
     BadHeader(String),
     /// A capability (task type) name cannot be used as a routing key and queue name.
     BadCapability(String),
+    /// A payload breaks its capability's schema; every violation, in order.
+    InvalidPayload(Vec<crate::payload_schema::Violation>),
+    /// A capability's payload schema is not a valid JSON Schema.
+    BadSchema(String),
 }
 
 /// An error from the wire contract.

@@ -10,6 +10,10 @@
 //! - [`receipt`]: the receipt schema and the receipt batch that carries it.
 //! - [`codec`]: JSON and MessagePack bodies, chosen by content type.
 //! - [`control`]: cancel requests broadcast to workers.
+//! - [`heartbeat`]: the heartbeats workers send on the events exchange.
+//! - [`dead_letter`]: dead letters the broker made, and their receipts.
+//! - [`payload_schema`]: the JSON Schemas of the built-in capabilities'
+//!   payloads, and checking a payload against one.
 //! - [`retry`]: backoff policy and the delay tiers used by retry queues.
 //!
 //! The wire format is written up for humans in `docs/protocol.md`; this crate is
@@ -18,10 +22,13 @@
 
 pub mod codec;
 pub mod control;
+pub mod dead_letter;
 pub mod declare;
 pub mod envelope;
 mod error;
+pub mod heartbeat;
 pub mod names;
+pub mod payload_schema;
 pub mod receipt;
 pub mod retry;
 
@@ -29,4 +36,6 @@ pub use codec::ContentType;
 pub use declare::{Capability, EntityReport, EntityState, Topology, TopologyReport};
 pub use envelope::TaskEnvelope;
 pub use error::{Error, ErrorKind};
+pub use heartbeat::Heartbeat;
+pub use payload_schema::{PayloadSchema, Violation};
 pub use receipt::{Artifact, Receipt, ReceiptType};

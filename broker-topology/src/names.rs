@@ -11,16 +11,33 @@ pub const TASK_EXCHANGE: &str = "chit.tasks";
 /// Durable topic exchange every receipt batch is published to.
 pub const RECEIPT_EXCHANGE: &str = "chit.receipts";
 /// Quorum queue, bound to [`RECEIPT_EXCHANGE`] with `#`, that sinks of the
-/// default group consume. Part of the core topology, so receipts wait in it
-/// while no sink runs.
-pub const SINK_QUEUE: &str = "chit.receipts.sink";
+/// default group consume: [`sink_queue`] of [`DEFAULT_SINK_GROUP`]. Part of
+/// the core topology, so receipts wait in it while no sink runs.
+pub const SINK_QUEUE: &str = "chit.sink.default";
 /// The sink group whose queue is [`SINK_QUEUE`].
 pub const DEFAULT_SINK_GROUP: &str = "default";
+/// Fanout exchange, and the quorum queue bound to it, into which the broker
+/// dead-letters a receipt message that a sink queue returned more often than
+/// its delivery limit, or that a sink rejected because its store refuses it.
+/// Shared by every sink group; each message's `x-first-death-queue` header
+/// names the sink queue it came from.
+pub const SINK_QUARANTINE: &str = "chit.receipts.quarantine";
+/// Prefix of the sink queues chit declared before they had a delivery limit
+/// (`chit.receipts.sink`, `chit.receipts.sink.<group>`). A sink moves what
+/// it finds in its group's old queue into the new one; see
+/// [`legacy_sink_queue`].
+const LEGACY_SINK_QUEUE: &str = "chit.receipts.sink";
 /// Fanout exchange on which sinks announce their group and store to each
 /// other, so a sink with another store cannot join a group unnoticed.
 pub const SINK_ROSTER_EXCHANGE: &str = "chit.sinks";
 /// Fanout exchange on which cancellations are broadcast.
 pub const CONTROL_EXCHANGE: &str = "chit.control";
+/// Topic exchange for events about chit's processes, such as worker
+/// heartbeats ([`HEARTBEAT_ROUTING_KEY`]). Listeners bind queues of their own.
+pub const EVENTS_EXCHANGE: &str = "chit.events";
+/// Routing key of worker heartbeats on [`EVENTS_EXCHANGE`]
+/// (`crate::heartbeat::Heartbeat`).
+pub const HEARTBEAT_ROUTING_KEY: &str = "worker.heartbeat";
 /// Stream bound to [`CONTROL_EXCHANGE`]: workers read it from a point in the
 /// past, so a worker that starts late still learns of recent cancellations.
 pub const CANCEL_STREAM: &str = "chit.cancellations";
@@ -62,19 +79,46 @@ pub fn dead_letter_queue(capability: &str) -> String {
     format!("chit.dead.{capability}")
 }
 
+/// The queue, bound to a capability's dead-letter exchange next to its
+/// dead-letter queue, that the worker's dead-letter watch consumes: it sees
+/// every dead letter once, and writes the receipt of those the broker made.
+/// (`chit.dead-watch.` cannot clash with `chit.dead.<cap>`.)
+pub fn dead_letter_watch_queue(capability: &str) -> String {
+    format!("chit.dead-watch.{capability}")
+}
+
 /// The delay queue holding a capability's retries for `delay_ms` before they
 /// dead-letter back into [`TASK_EXCHANGE`].
 pub fn delay_queue(capability: &str, delay_ms: u64) -> String {
     format!("chit.delay.{capability}.{delay_ms}")
 }
 
-/// The queue of a sink group: every group gets every receipt; the sinks of
-/// one group (replicas of one store) share its queue.
+/// True when `queue` is one of `capability`'s delay queues (and not one of
+/// a capability whose name merely starts the same, `command` vs
+/// `command.execute`).
+pub fn is_delay_queue_of(queue: &str, capability: &str) -> bool {
+    queue
+        .strip_prefix("chit.delay.")
+        .and_then(|rest| rest.strip_prefix(capability))
+        .and_then(|rest| rest.strip_prefix('.'))
+        .is_some_and(|ms| !ms.is_empty() && ms.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The queue of a sink group, `chit.sink.<group>`: every group gets every
+/// receipt; the sinks of one group (replicas of one store) share its queue.
 pub fn sink_queue(group: &str) -> String {
+    format!("chit.sink.{group}")
+}
+
+/// The queue a sink group had before sink queues got a delivery limit and a
+/// dead-letter exchange (an existing queue cannot change its arguments, so
+/// the queues were renamed): `chit.receipts.sink` for the default group,
+/// `chit.receipts.sink.<group>` for the others.
+pub fn legacy_sink_queue(group: &str) -> String {
     if group == DEFAULT_SINK_GROUP {
-        SINK_QUEUE.to_owned()
+        LEGACY_SINK_QUEUE.to_owned()
     } else {
-        format!("{SINK_QUEUE}.{group}")
+        format!("{LEGACY_SINK_QUEUE}.{group}")
     }
 }
 
@@ -118,9 +162,12 @@ mod tests {
     }
 
     #[test]
-    fn the_default_sink_group_keeps_the_historic_queue() {
+    fn sink_queues_are_named_by_group() {
         assert_eq!(sink_queue(DEFAULT_SINK_GROUP), SINK_QUEUE);
-        assert_eq!(sink_queue("audit"), "chit.receipts.sink.audit");
+        assert_eq!(sink_queue("audit"), "chit.sink.audit");
+        assert_eq!(legacy_sink_queue(DEFAULT_SINK_GROUP), "chit.receipts.sink");
+        assert_eq!(legacy_sink_queue("audit"), "chit.receipts.sink.audit");
+        assert_ne!(sink_queue("quarantine"), SINK_QUARANTINE);
         assert!(validate_sink_group("audit-2").is_ok());
         assert!(validate_sink_group("no spaces").is_err());
     }
@@ -130,5 +177,16 @@ mod tests {
         let longest = "a".repeat(MAX_CAPABILITY_LEN);
         assert!(delay_queue(&longest, u64::MAX).len() <= 255);
         assert!(dead_letter_queue(&longest).len() <= 255);
+    }
+
+    #[test]
+    fn delay_queues_are_told_apart_by_capability() {
+        let q = delay_queue("command.execute", 1500);
+        assert!(is_delay_queue_of(&q, "command.execute"));
+        assert!(!is_delay_queue_of(&q, "command"));
+        assert!(!is_delay_queue_of(
+            "chit.delay.command.execute.",
+            "command.execute"
+        ));
     }
 }

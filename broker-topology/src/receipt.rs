@@ -17,6 +17,9 @@ pub enum ReceiptType {
     Queued,
     /// A worker took a lease on the task (one per delivery, so redeliveries show).
     Accepted,
+    /// The run is not done yet: the task comes back after a delay, with this
+    /// run's output, in the same attempt.
+    InProgress,
     /// The executor finished successfully.
     Success,
     /// The attempt failed; the body says why and whether it is retryable.
@@ -27,18 +30,22 @@ pub enum ReceiptType {
     DeadLettered,
     /// The task was cancelled, before or while it ran.
     Cancelled,
+    /// The task's dead letter was deleted (`chit dlq purge`): it will not run.
+    Purged,
 }
 
 impl ReceiptType {
     /// Every receipt type, in the order of a task's life.
-    pub const ALL: [ReceiptType; 7] = [
+    pub const ALL: [ReceiptType; 9] = [
         ReceiptType::Queued,
         ReceiptType::Accepted,
+        ReceiptType::InProgress,
         ReceiptType::Success,
         ReceiptType::Failure,
         ReceiptType::RetryScheduled,
         ReceiptType::DeadLettered,
         ReceiptType::Cancelled,
+        ReceiptType::Purged,
     ];
 
     /// The wire name (`retry_scheduled`, ...).
@@ -46,11 +53,13 @@ impl ReceiptType {
         match self {
             ReceiptType::Queued => "queued",
             ReceiptType::Accepted => "accepted",
+            ReceiptType::InProgress => "in_progress",
             ReceiptType::Success => "success",
             ReceiptType::Failure => "failure",
             ReceiptType::RetryScheduled => "retry_scheduled",
             ReceiptType::DeadLettered => "dead_lettered",
             ReceiptType::Cancelled => "cancelled",
+            ReceiptType::Purged => "purged",
         }
     }
 
@@ -61,7 +70,10 @@ impl ReceiptType {
 
     /// True for receipts after which this attempt of the task does nothing more.
     pub fn is_final(self) -> bool {
-        !matches!(self, ReceiptType::Queued | ReceiptType::Accepted)
+        !matches!(
+            self,
+            ReceiptType::Queued | ReceiptType::Accepted | ReceiptType::InProgress
+        )
     }
 }
 

@@ -55,6 +55,9 @@ missing=()
 have rabbitmq-server && have rabbitmqctl && have rabbitmq-diagnostics || missing+=(rabbitmq-server)
 have pg_ctlcluster && have psql && have pg_isready || missing+=(postgresql)
 have cc || missing+=(build-essential)
+have bwrap || missing+=(bubblewrap) # the sandbox of executors that ask for one
+have jq || missing+=(jq)          # the bash example worker of tests/exec.rs
+have node || missing+=(nodejs)    # the Node.js example worker of tests/exec.rs
 if ! $skip_rust && ! have cargo && ! have curl; then
     missing+=(curl ca-certificates) # for the rustup line printed below
 fi
@@ -108,7 +111,7 @@ EOF
     if ! grep -qs '^[[:space:]]*listeners\.tcp' "$conf"; then
         say "RabbitMQ: listening on 127.0.0.1:5672 only ($conf)"
         as_root sh -c "printf '%s\n' '# added by chit deploy/local/ensure-services.sh' \
-            'listeners.tcp.local = 127.0.0.1:5672' >> $conf"
+            'listeners.tcp.local = 127.0.0.1:5672' 'management.tcp.ip = 127.0.0.1' >> $conf"
     fi
     say "RabbitMQ: starting (rabbitmq-server -detached)"
     as_root rabbitmq-server -detached
@@ -123,6 +126,20 @@ until rabbit_ping && as_root rabbitmq-diagnostics -q check_port_connectivity >/d
     sleep 1
 done
 say "RabbitMQ: up, port connectivity ok"
+
+# The management API counts what AMQP does not (consumers of a stream, queues
+# declared on demand); `chit topology show` and the tests use it.
+if ! as_root rabbitmq-plugins is_enabled rabbitmq_management >/dev/null 2>&1; then
+    say "RabbitMQ: enabling the management plugin (port 15672)"
+    as_root rabbitmq-plugins enable rabbitmq_management >/dev/null
+fi
+deadline=$((SECONDS + RABBIT_TIMEOUT))
+until as_root rabbitmq-diagnostics -q check_port_listener 15672 >/dev/null 2>&1; do
+    if [ $SECONDS -ge $deadline ]; then
+        die "the RabbitMQ management API did not listen on 15672 within ${RABBIT_TIMEOUT}s"
+    fi
+    sleep 1
+done
 
 # --- PostgreSQL --------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one command that runs chit on this machine: makes sure RabbitMQ and
 # PostgreSQL are up (deploy/local/ensure-services.sh), builds the release
-# binary and runs `chit dev`, which applies the topology, runs a receipts sink
+# binary, links it as `chit` into cargo's bin directory (deploy/local/link-chit.sh)
+# and runs `chit dev`, which applies the topology, runs a receipts sink
 # on SQLite and a command.execute worker, and prints commands to try.
 #
 # Usage: deploy/local/run.sh [ARGS for chit dev...]
@@ -14,4 +15,5 @@ fi
 
 deploy/local/ensure-services.sh
 cargo build --release
+deploy/local/link-chit.sh
 exec "${CARGO_TARGET_DIR:-target}/release/chit" dev "$@"

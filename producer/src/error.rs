@@ -24,8 +24,14 @@ pub enum PublishErrorKind {
     Unavailable,
     /// The broker refused access or the operation: retrying will not help.
     Refused,
-    /// The task itself is invalid (bad task type, payload that cannot be encoded).
+    /// The task itself is invalid (bad task type, payload that cannot be
+    /// encoded, an impossible envelope value such as 0 max attempts).
     InvalidTask,
+    /// The payload breaks its capability's schema.
+    InvalidPayload {
+        /// Every violation, each with the JSON pointer of the bad value.
+        violations: Vec<broker_topology::Violation>,
+    },
     /// A queue the operation needs does not exist (a task type without a
     /// dead-letter queue).
     QueueNotFound {

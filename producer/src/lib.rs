@@ -6,6 +6,8 @@
 //!   and pipelined confirms, then emits each task's `queued` receipt.
 //! - `pass`: the bookkeeping of one publish of many tasks, testable alone.
 //! - [`TaskSpec`] is one task to publish.
+//! - `validation`: what is checked before publishing (the payload against
+//!   its capability's schema, the envelope's values).
 //! - `control`: [`Producer::cancel`] broadcasts a cancel request.
 //! - `dlq`: list, replay and purge dead letters.
 //!
@@ -18,6 +20,7 @@ mod error;
 mod pass;
 mod publisher;
 mod task;
+mod validation;
 
 pub use dlq::{DeadLetter, REPLAY_ATTEMPTS};
 pub use error::{PublishError, PublishErrorKind};

@@ -13,6 +13,7 @@ use crate::task::TaskSpec;
 use broker_link::PublishOutcome;
 use broker_topology::receipt::new_receipt_id;
 use broker_topology::{Receipt, ReceiptType};
+use chrono::{DateTime, Utc};
 use std::collections::HashSet;
 
 /// A task on its way, with the id its `queued` receipt will have. The id is
@@ -22,6 +23,10 @@ use std::collections::HashSet;
 pub(crate) struct PendingTask {
     pub(crate) spec: TaskSpec,
     pub(crate) queued_receipt_id: String,
+    /// When the task was last sent: the `queued` receipt's time. A worker
+    /// may accept the task before its confirm comes back, so stamping the
+    /// receipt after the confirm could date `queued` after `accepted`.
+    sent_at: Option<DateTime<Utc>>,
 }
 
 impl PendingTask {
@@ -35,10 +40,12 @@ impl PendingTask {
         PendingTask {
             spec,
             queued_receipt_id,
+            sent_at: None,
         }
     }
 
-    /// The `queued` receipt for this task, once the broker has it.
+    /// The `queued` receipt for this task, once the broker has it, dated
+    /// when the task was sent.
     fn queued_receipt(&self) -> Receipt {
         let env = &self.spec.envelope;
         let mut receipt = Receipt::new(
@@ -49,6 +56,9 @@ impl PendingTask {
             env.attempt,
         )
         .with_id(self.queued_receipt_id.clone());
+        if let Some(at) = self.sent_at {
+            receipt.created_at = at;
+        }
         if let Some(tp) = &env.traceparent {
             receipt.body = serde_json::json!({ "traceparent": tp });
         }
@@ -96,6 +106,11 @@ impl PublishPass {
         &self.tasks[i]
     }
 
+    /// Task `i` is being sent (again) at `at`.
+    pub(crate) fn mark_sent(&mut self, i: usize, at: DateTime<Utc>) {
+        self.tasks[i].sent_at = Some(at);
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.tasks.len()
     }
@@ -103,6 +118,12 @@ impl PublishPass {
     /// Tasks settled so far, for progress reports.
     pub(crate) fn settled(&self) -> usize {
         self.settled
+    }
+
+    /// Settles task `i` as refused before publishing: it failed a check.
+    pub(crate) fn refuse(&mut self, i: usize, err: PublishError) {
+        self.results[i] = Some(Err(err));
+        self.settled += 1;
     }
 
     /// Records what the broker did with task `i`.
@@ -254,6 +275,25 @@ mod tests {
     }
 
     #[test]
+    fn the_queued_receipt_is_dated_when_the_task_was_sent_not_when_confirmed() {
+        // Issue 13, finding 4: `queued` was stamped at `finish`, after the
+        // confirm, so a worker's `accepted` could be dated before it.
+        let mut p = pass(2);
+        let first_send = DateTime::from_timestamp_millis(1_767_288_883_000).unwrap();
+        let resend = first_send + chrono::Duration::milliseconds(5);
+        p.mark_sent(0, first_send);
+        p.mark_sent(1, first_send);
+        // Task 1's confirm was lost: it is sent again on a new connection.
+        p.record(1, lost());
+        p.mark_sent(1, resend);
+        p.record(0, PublishOutcome::Confirmed);
+        p.record(1, PublishOutcome::Confirmed);
+        let queued = p.finish();
+        assert_eq!(queued[0].1.created_at, first_send);
+        assert_eq!(queued[1].1.created_at, resend);
+    }
+
+    #[test]
     fn a_nack_is_refused_and_gets_no_queued_receipt() {
         let mut p = pass(1);
         assert_eq!(p.record(0, PublishOutcome::Nacked), Recorded::Settled);
@@ -308,6 +348,21 @@ mod tests {
             results[2].as_ref().unwrap_err().kind(),
             &PublishErrorKind::Unavailable
         );
+    }
+
+    #[test]
+    fn a_refused_task_is_never_queued() {
+        let mut p = pass(2);
+        p.refuse(0, PublishError::new(PublishErrorKind::InvalidTask, "bad"));
+        p.record(1, PublishOutcome::Confirmed);
+        let queued = p.finish();
+        assert_eq!(queued.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![1]);
+        let results = p.into_results();
+        assert_eq!(
+            results[0].as_ref().unwrap_err().kind(),
+            &PublishErrorKind::InvalidTask
+        );
+        assert!(results[1].is_ok());
     }
 
     #[test]

@@ -82,7 +82,7 @@ impl Producer {
     }
 
     /// The receipt publisher, started on first use.
-    async fn receipts(&self) -> &ReceiptPublisher {
+    pub(crate) async fn receipts(&self) -> &ReceiptPublisher {
         self.receipts
             .get_or_init(|| async {
                 ReceiptPublisher::spawn(self.link.clone(), "producer", BatchConfig::default()).0
@@ -117,7 +117,8 @@ impl Producer {
     /// Publishes many tasks with pipelined confirms. Returns one result per task,
     /// in order; `progress` is called with the number of tasks settled so far.
     /// Tasks whose confirm was lost with the connection are published again on
-    /// the next one, until the publish deadline.
+    /// the next one, until the publish deadline. A task whose envelope fails
+    /// [`TaskSpec::check`] is not published and gets its error.
     pub async fn publish_many(
         &self,
         tasks: Vec<TaskSpec>,
@@ -125,7 +126,13 @@ impl Producer {
     ) -> Vec<Result<Published, PublishError>> {
         let deadline = Instant::now() + self.config.publish_deadline;
         let mut pass = PublishPass::new(tasks);
-        let mut todo: Vec<usize> = (0..pass.len()).collect();
+        let mut todo = Vec::with_capacity(pass.len());
+        for i in 0..pass.len() {
+            match pass.task(i).spec.check() {
+                Ok(()) => todo.push(i),
+                Err(e) => pass.refuse(i, e),
+            }
+        }
         while !todo.is_empty() {
             let session = match self.link.session_until(Some(deadline)).await {
                 Ok(s) => s,
@@ -203,12 +210,13 @@ impl Producer {
                     retry.push(i);
                     continue;
                 }
+                pass.mark_sent(i, chrono::Utc::now());
                 let task = &pass.task(i).spec;
                 let message = Outgoing {
                     exchange: names::TASK_EXCHANGE,
                     routing_key: &task.envelope.task_type,
                     body: &task.body,
-                    properties: task.envelope.to_properties(),
+                    properties: task.properties(),
                     mandatory: true,
                 };
                 match publish::send(channel, &message).await {

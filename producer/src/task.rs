@@ -1,7 +1,10 @@
 //! One task to publish: its type, encoded payload and per-task settings.
 
 use crate::error::{PublishError, PublishErrorKind};
+use crate::validation;
 use broker_topology::{ContentType, TaskEnvelope, names};
+use lapin::BasicProperties;
+use lapin::types::FieldTable;
 use serde_json::Value;
 
 /// A task ready to publish.
@@ -11,10 +14,18 @@ pub struct TaskSpec {
     pub envelope: TaskEnvelope,
     /// Encoded payload.
     pub body: Vec<u8>,
+    /// Properties to publish beneath the envelope's, or `None` for a new
+    /// task. A replay keeps the dead letter's this way: its content type
+    /// (whatever it is), correlation id, reply-to and headers other than
+    /// `x-chit-*` and the broker's.
+    pub base: Option<BasicProperties>,
 }
 
 impl TaskSpec {
     /// A task whose payload is encoded with `content_type` (JSON or MessagePack).
+    /// Fails with [`PublishErrorKind::InvalidPayload`] when the payload breaks
+    /// the schema of a built-in capability (`command.execute`, ...); a
+    /// capability of your own takes any payload.
     pub fn new(
         task_type: &str,
         payload: &Value,
@@ -22,12 +33,17 @@ impl TaskSpec {
     ) -> Result<Self, PublishError> {
         names::validate_capability(task_type)
             .map_err(|e| PublishError::new(PublishErrorKind::InvalidTask, e.to_string()))?;
+        validation::check_payload(task_type, payload)?;
         let body = content_type
             .encode(payload)
             .map_err(|e| PublishError::new(PublishErrorKind::InvalidTask, e.to_string()))?;
         let mut envelope = TaskEnvelope::new(task_type);
         envelope.content_type = content_type;
-        Ok(TaskSpec { envelope, body })
+        Ok(TaskSpec {
+            envelope,
+            body,
+            base: None,
+        })
     }
 
     /// A JSON task.
@@ -38,5 +54,92 @@ impl TaskSpec {
     /// The task id.
     pub fn task_id(&self) -> &str {
         &self.envelope.task_id
+    }
+
+    /// Checks the envelope's values (capability, task id, attempt, max
+    /// attempts, time limit) as publishing does, so a caller can find bad
+    /// tasks before publishing any. The payload was checked by [`TaskSpec::new`].
+    pub fn check(&self) -> Result<(), PublishError> {
+        validation::check_envelope(&self.envelope)
+    }
+
+    /// The properties the task is published with: the envelope's (id, type,
+    /// timestamp, `x-chit-*` headers), over [`TaskSpec::base`] when given,
+    /// whose content type then wins over the envelope's.
+    pub fn properties(&self) -> BasicProperties {
+        let fresh = self.envelope.to_properties();
+        let Some(base) = &self.base else {
+            return fresh;
+        };
+        let mut headers = FieldTable::default();
+        for (k, v) in base.headers().iter().flat_map(|h| h.inner()) {
+            let name = k.as_str();
+            let broker = name == "x-delivery-count"
+                || name == "x-death"
+                || name.starts_with("x-first-death-")
+                || name.starts_with("x-last-death-");
+            if !broker && !name.starts_with("x-chit-") {
+                headers.insert(k.clone(), v.clone());
+            }
+        }
+        for (k, v) in fresh.headers().iter().flat_map(|h| h.inner()) {
+            headers.insert(k.clone(), v.clone());
+        }
+        let mut props = base
+            .clone()
+            .with_message_id(self.envelope.task_id.as_str().into())
+            .with_type(self.envelope.task_type.as_str().into())
+            .with_delivery_mode(2)
+            .with_headers(headers);
+        if let Some(ts) = fresh.timestamp() {
+            props = props.with_timestamp(*ts);
+        }
+        if base.content_type().is_none() {
+            props = props.with_content_type(self.envelope.content_type.as_str().into());
+        }
+        props
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lapin::types::AMQPValue;
+
+    #[test]
+    fn a_task_on_base_properties_keeps_them_under_its_envelope() {
+        let mut headers = FieldTable::default();
+        headers.insert("x-app".into(), AMQPValue::LongString("kept".into()));
+        headers.insert(
+            "x-chit-timeout-ms".into(),
+            AMQPValue::LongString("soon".into()),
+        );
+        headers.insert("x-death".into(), AMQPValue::FieldArray(Default::default()));
+        let base = BasicProperties::default()
+            .with_content_type("text/csv".into())
+            .with_correlation_id("corr-1".into())
+            .with_headers(headers);
+        let mut spec = TaskSpec::json("build", &serde_json::json!({})).unwrap();
+        spec.envelope.attempt = 4;
+        spec.base = Some(base);
+        let props = spec.properties();
+        assert_eq!(props.content_type().as_ref().unwrap().as_str(), "text/csv");
+        assert_eq!(props.correlation_id().as_ref().unwrap().as_str(), "corr-1");
+        assert_eq!(
+            props.message_id().as_ref().unwrap().as_str(),
+            spec.task_id()
+        );
+        let h = props.headers().as_ref().unwrap().inner();
+        assert_eq!(h.get("x-app"), Some(&AMQPValue::LongString("kept".into())));
+        assert_eq!(h.get("x-chit-attempt"), Some(&AMQPValue::LongLongInt(4)));
+        assert!(!h.contains_key("x-chit-timeout-ms") && !h.contains_key("x-death"));
+        // Without a base, the envelope alone.
+        spec.base = None;
+        let props = spec.properties();
+        assert_eq!(
+            props.content_type().as_ref().unwrap().as_str(),
+            "application/json"
+        );
+        assert_eq!(props.correlation_id(), &None);
     }
 }

@@ -3,11 +3,14 @@
 //! A batch closes when it holds `batch_size` entries or `batch_wait` after its
 //! first message, whichever comes first. It remembers the last delivery's
 //! acker so that, once the batch is committed, one `multiple` ack releases
-//! every message in it.
+//! every message in it; and which entries and acker each message has, so
+//! that a batch the store refuses can be written, and settled, message by
+//! message.
 
 use broker_topology::Receipt;
 use broker_topology::codec::{self, BadReceipt, ContentType};
 use lapin::Acker;
+use std::ops::Range;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -20,7 +23,17 @@ pub(crate) struct Batch {
     pub(crate) messages: usize,
     /// The acker of the last message, which acks all of them with `multiple`.
     pub(crate) last: Option<Acker>,
+    /// Each message's entries and acker, in delivery order.
+    pub(crate) spans: Vec<Span>,
     opened: Option<Instant>,
+}
+
+/// One message of a batch: its entries in `receipts` and `bad`, and its acker.
+#[derive(Debug, Clone)]
+pub(crate) struct Span {
+    pub(crate) receipts: Range<usize>,
+    pub(crate) bad: Range<usize>,
+    pub(crate) acker: Option<Acker>,
 }
 
 impl Batch {
@@ -33,8 +46,18 @@ impl Batch {
         }
         self.messages += 1;
         if acker.is_some() {
-            self.last = acker;
+            self.last = acker.clone();
         }
+        let (receipts_from, bad_from) = (self.receipts.len(), self.bad.len());
+        self.decode(content_type, body);
+        self.spans.push(Span {
+            receipts: receipts_from..self.receipts.len(),
+            bad: bad_from..self.bad.len(),
+            acker,
+        });
+    }
+
+    fn decode(&mut self, content_type: Option<&str>, body: &[u8]) {
         match ContentType::from_property(content_type) {
             Ok(ct) => {
                 let (good, bad) = codec::decode_receipts(body, ct);
@@ -94,6 +117,15 @@ mod tests {
         assert_eq!(b.receipts.len(), 1);
         assert_eq!(b.bad.len(), 2);
         assert!(b.bad[1].reason.contains("text/xml"), "{}", b.bad[1].reason);
+        let spans: Vec<_> = b
+            .spans
+            .iter()
+            .map(|s| (s.receipts.clone(), s.bad.clone()))
+            .collect();
+        assert_eq!(
+            spans,
+            [(0..1, 0..0), (1..1, 0..1), (1..1, 1..2), (1..1, 2..2)]
+        );
     }
 
     #[test]

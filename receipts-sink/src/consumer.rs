@@ -10,6 +10,17 @@
 //! Failures:
 //! - a store write that fails is retried with backoff, the receipts still in
 //!   memory and their messages unacked, until it succeeds (or shutdown);
+//! - unless the store refuses the batch itself: after [`WHOLE_BATCH_TRIES`]
+//!   failures that do not look transient, and if the store still takes a
+//!   well-formed probe receipt ([`Store::check_writable`]), the batch is
+//!   written message by message; the messages it still refuses are rejected
+//!   without requeue, so the broker dead-letters them into the quarantine
+//!   queue ([`names::SINK_QUARANTINE`]) and the rest is stored and acked.
+//!   A store that refuses everything holds the batch instead: the receipts
+//!   are not at fault;
+//! - a message the sink never gets to settle (it crashes, or its connection
+//!   drops, on it every time) is dead-lettered into the same quarantine by
+//!   the broker once the sink queue's delivery limit is reached;
 //! - a lost connection (the consumer stream ends or errors, an ack fails)
 //!   ends the subscription: its unacked batches are dropped, because the
 //!   broker redelivers their messages and inserts are idempotent, and the
@@ -25,16 +36,21 @@ use crate::error::SinkError;
 use crate::group::Roster;
 use crate::status::SinkStatus;
 use crate::store::{Store, WriteStats};
+use crate::{legacy, retention};
 use broker_link::time::sleep_until_opt;
 use broker_link::{Backoff, BrokerLink, Session};
 use broker_topology::codec::BadReceipt;
 use broker_topology::{Receipt, Topology, names};
 use futures_util::StreamExt;
-use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions,
+};
 use lapin::types::FieldTable;
 use lapin::{Acker, Channel, Consumer};
+use std::collections::HashSet;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,7 +68,13 @@ pub const DEFAULT_BATCH_WAIT: Duration = Duration::from_millis(10);
 /// Unacked messages the broker may send ahead.
 pub const DEFAULT_PREFETCH: u16 = 2000;
 /// The store used when none is configured.
-pub const DEFAULT_STORE_URL: &str = "sqlite://chit-receipts.db";
+pub const DEFAULT_STORE_URL: &str = "sqlite://./chit-receipts.db";
+/// How often retention runs, when [`SinkConfig::retain`] is set.
+pub const DEFAULT_PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Failed writes of a whole batch, none of them transient, before its
+/// messages are written one by one to find the ones the store refuses.
+const WHOLE_BATCH_TRIES: u32 = 3;
 
 /// How long shutdown may spend committing the last batches.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(20);
@@ -79,6 +101,12 @@ pub struct SinkConfig {
     /// The sink group: every group gets every receipt; sinks of one group
     /// share its queue and must write to one store.
     pub group: String,
+    /// Delete finished tasks (see [`crate::TaskState::is_finished`]) whose
+    /// last receipt is older than this, with their chains; `None` keeps
+    /// everything.
+    pub retain: Option<Duration>,
+    /// How often retention runs (first at start).
+    pub prune_every: Duration,
 }
 
 impl SinkConfig {
@@ -102,6 +130,8 @@ impl Default for SinkConfig {
             batch_wait: DEFAULT_BATCH_WAIT,
             prefetch: DEFAULT_PREFETCH,
             group: names::DEFAULT_SINK_GROUP.into(),
+            retain: None,
+            prune_every: DEFAULT_PRUNE_EVERY,
         }
     }
 }
@@ -114,7 +144,10 @@ pub async fn run(
 ) -> Result<(), SinkError> {
     let listener = TcpListener::bind(config.http_addr)
         .await
-        .map_err(SinkError::Http)?;
+        .map_err(|source| SinkError::HttpBind {
+            addr: config.http_addr,
+            source,
+        })?;
     serve(config, listener, shutdown).await
 }
 
@@ -147,6 +180,9 @@ pub async fn serve(
         prefetch = config.prefetch,
         "receipts sink starting"
     );
+    let pruner = config
+        .retain
+        .map(|age| tokio::spawn(retention::run(store.clone(), age, config.prune_every)));
     let app = api::router(ApiState::new(store.clone(), status.clone()));
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let http = tokio::spawn(async move {
@@ -158,6 +194,9 @@ pub async fn serve(
     });
 
     let result = consume(&config, &link, &roster, &store, &status, shutdown).await;
+    if let Some(pruner) = pruner {
+        pruner.abort();
+    }
     link.close().await;
 
     let _ = stop_http.send(());
@@ -218,10 +257,14 @@ async fn consume(
                     group = %config.group,
                     "connected to broker; consuming receipts"
                 );
-                match subscription
+                let mover = legacy::spawn_mover(&session, &config.group).await;
+                let end = subscription
                     .run(config, store, status, shutdown.as_mut(), &mut backoff)
-                    .await
-                {
+                    .await;
+                if let Some(mover) = mover {
+                    mover.abort();
+                }
+                match end {
                     SubscriptionEnd::Shutdown => return Ok(()),
                     SubscriptionEnd::Lost(e) => e,
                 }
@@ -254,6 +297,9 @@ enum SubscriptionEnd {
 struct BatchMeta {
     /// The acker of the batch's last message.
     acker: Option<Acker>,
+    /// Every message's acker, in delivery order, for settling them one by
+    /// one when the store refused some.
+    ackers: Vec<Option<Acker>>,
     receipts: usize,
     messages: usize,
     opened: Option<Instant>,
@@ -261,8 +307,24 @@ struct BatchMeta {
 
 /// A write in progress.
 struct InFlight {
-    handle: JoinHandle<WriteStats>,
+    handle: JoinHandle<Written>,
     meta: BatchMeta,
+}
+
+/// What a writer task did with a batch.
+#[derive(Debug, Default)]
+struct Written {
+    stats: WriteStats,
+    /// Messages (indices into the batch) that the store refuses while it
+    /// takes others: rejected into the quarantine.
+    refused: HashSet<usize>,
+}
+
+/// A batch's entries, and which of them each message holds.
+struct Entries {
+    receipts: Vec<Receipt>,
+    bad: Vec<BadReceipt>,
+    spans: Vec<(Range<usize>, Range<usize>)>,
 }
 
 /// One channel and consumer on the link's session, and the batches read
@@ -391,70 +453,123 @@ impl Subscription {
 
 /// Hands a closed batch to a writer task.
 fn start_write(store: &Store, batch: Batch) -> InFlight {
+    let opened = batch.opened();
+    let (spans, ackers) = batch
+        .spans
+        .into_iter()
+        .map(|s| ((s.receipts, s.bad), s.acker))
+        .unzip();
     let meta = BatchMeta {
         receipts: batch.receipts.len(),
         messages: batch.messages,
-        opened: batch.opened(),
+        opened,
         acker: batch.last,
+        ackers,
     };
-    let handle = tokio::spawn(write_until_stored(store.clone(), batch.receipts, batch.bad));
+    let entries = Entries {
+        receipts: batch.receipts,
+        bad: batch.bad,
+        spans,
+    };
+    let handle = tokio::spawn(write_until_stored(store.clone(), entries));
     InFlight { handle, meta }
 }
 
 /// Writes a batch, retrying with backoff for as long as the store fails: the
-/// receipts exist nowhere else but in unacked messages.
-async fn write_until_stored(
-    store: Store,
-    receipts: Vec<Receipt>,
-    bad: Vec<BadReceipt>,
-) -> WriteStats {
+/// receipts exist nowhere else but in unacked messages. Only when the store
+/// refuses the batch itself (see the module docs) does it give up on the
+/// messages at fault.
+async fn write_until_stored(store: Store, batch: Entries) -> Written {
+    let receipts = batch.receipts.len();
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     let mut failures: u32 = 0;
     loop {
-        match store.write_batch(&receipts, &bad).await {
+        let e = match store.write_batch(&batch.receipts, &batch.bad).await {
             Ok(stats) => {
                 if failures > 0 {
-                    info!(
-                        failures,
-                        receipts = receipts.len(),
-                        "store write succeeded after retries"
-                    );
+                    info!(failures, receipts, "store write succeeded after retries");
                 }
-                return stats;
+                return Written {
+                    stats,
+                    refused: HashSet::new(),
+                };
             }
+            Err(e) => e,
+        };
+        failures += 1;
+        if !e.is_transient()
+            && failures >= WHOLE_BATCH_TRIES
+            && let Some(written) = write_one_by_one(&store, &batch).await
+        {
+            return written;
+        }
+        let delay_ms = backoff.next_delay().as_millis() as u64;
+        if e.is_transient() {
+            warn!(error = %e, failures, receipts, delay_ms, "store write failed; retrying");
+        } else {
+            error!(error = %e, failures, receipts, delay_ms,
+                "store write failed and does not look transient; retrying");
+        }
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+    }
+}
+
+/// Writes each message of a refused batch on its own, once the store has
+/// shown it takes a well-formed receipt. `None` when it does not, or when a
+/// write fails in a way that may pass: then the store is at fault, and the
+/// whole batch is retried.
+async fn write_one_by_one(store: &Store, batch: &Entries) -> Option<Written> {
+    if let Err(e) = store.check_writable().await {
+        error!(error = %e, "the store refuses even a well-formed receipt; holding the batch");
+        return None;
+    }
+    let mut written = Written::default();
+    for (i, (receipts, bad)) in batch.spans.iter().enumerate() {
+        let receipts = &batch.receipts[receipts.clone()];
+        match store.write_batch(receipts, &batch.bad[bad.clone()]).await {
+            Ok(stats) => written.stats.add(&stats),
+            Err(e) if e.is_transient() => return None,
             Err(e) => {
-                failures += 1;
-                let delay_ms = backoff.next_delay().as_millis() as u64;
-                if e.is_transient() {
-                    warn!(error = %e, failures, receipts = receipts.len(), delay_ms, "store write failed; retrying");
-                } else {
-                    error!(error = %e, failures, receipts = receipts.len(), delay_ms,
-                        "store write failed and does not look transient; retrying");
-                }
-                tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+                let task_ids: Vec<&str> = receipts.iter().map(|r| r.task_id.as_str()).collect();
+                error!(error = %e, ?task_ids, queue = names::SINK_QUARANTINE,
+                    "the store refuses this receipt message; moving it to the quarantine queue");
+                written.refused.insert(i);
             }
         }
     }
+    Some(written)
 }
 
 /// After a commit: ack every message of the batch at once, and log it.
 async fn ack_committed(
-    joined: Result<WriteStats, tokio::task::JoinError>,
+    joined: Result<Written, tokio::task::JoinError>,
     meta: BatchMeta,
     status: &SinkStatus,
 ) -> Result<(), SinkError> {
-    let stats =
+    let Written { stats, refused } =
         joined.map_err(|e| SinkError::Internal(format!("batch writer task failed: {e}")))?;
     status.record(&stats);
-    if let Some(acker) = &meta.acker {
-        match acker.ack(BasicAckOptions { multiple: true }).await {
-            Ok(true) => {}
-            Ok(false) => {
-                return Err(SinkError::ConnectionLost(
-                    "the channel closed before the batch could be acked".into(),
-                ));
+    let settled = |done: Result<bool, lapin::Error>| match done {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(SinkError::ConnectionLost(
+            "the channel closed before the batch could be acked".into(),
+        )),
+        Err(e) => Err(SinkError::Amqp(e)),
+    };
+    if refused.is_empty() {
+        if let Some(acker) = &meta.acker {
+            settled(acker.ack(BasicAckOptions { multiple: true }).await)?;
+        }
+    } else {
+        // One by one, in delivery order: the refused messages are rejected
+        // without requeue, which dead-letters them into the quarantine.
+        for (i, acker) in meta.ackers.iter().enumerate() {
+            let Some(acker) = acker else { continue };
+            if refused.contains(&i) {
+                settled(acker.reject(BasicRejectOptions { requeue: false }).await)?;
+            } else {
+                settled(acker.ack(BasicAckOptions { multiple: false }).await)?;
             }
-            Err(e) => return Err(SinkError::Amqp(e)),
         }
     }
     let batch_ms = meta

@@ -19,6 +19,15 @@ pub enum SinkError {
         /// Why it was refused.
         reason: String,
     },
+    /// The store could not be opened: the SQLite file or its directory, or
+    /// the PostgreSQL server. Names the store (never a password) once.
+    #[error("cannot open the receipt store {store}: {reason}")]
+    OpenStore {
+        /// The SQLite file's path, or `postgres://user@host:port/db`.
+        store: String,
+        /// What went wrong, and what to do when that is known.
+        reason: String,
+    },
     /// A query or transaction failed.
     #[error("store error: {0}")]
     Store(#[from] sqlx::Error),
@@ -64,6 +73,16 @@ pub enum SinkError {
     /// The HTTP listener could not be bound or failed.
     #[error("HTTP server error: {0}")]
     Http(#[source] std::io::Error),
+    /// The HTTP API's address could not be bound (in use, not local, no
+    /// permission). The source is the operating system's error.
+    #[error("cannot listen on {addr} for the HTTP API (--http)")]
+    HttpBind {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl SinkError {
@@ -80,6 +99,8 @@ impl SinkError {
             | SinkError::BadCursor(_)
             | SinkError::Internal(_)
             | SinkError::Http(_)
+            | SinkError::HttpBind { .. }
+            | SinkError::OpenStore { .. }
             | SinkError::BadGroup(_)
             | SinkError::GroupConflict { .. } => false,
         }

@@ -10,11 +10,18 @@
 //! - `batch`: the open batch and when it closes (size or time).
 //! - `group`: sink groups; a sink refuses to join a group whose other sinks
 //!   write to another store.
+//! - `legacy`: moves receipts out of a group's sink queue of an older chit
+//!   (declared without a delivery limit) into the current one.
+//! - `retention`: deletes finished tasks older than [`SinkConfig::retain`].
+//! - `quarantine`: [`replay_quarantine`], receipt messages the broker moved
+//!   aside sent back to their sink queues.
 //! - [`store`]: [`Store`], SQLite or PostgreSQL; idempotent batch writes,
-//!   task lookups, paginated listings, quarantine.
+//!   task lookups, paginated listings, quarantine, retention.
 //! - [`task`]: task states and how they are derived from receipts in any
 //!   order ([`TaskState`], [`TaskRow`], [`TaskView`]).
 //! - [`api`]: the HTTP API as an axum [`Router`](axum::Router), [`router`].
+//! - `chain`: [`order_by_parents`], a chain in parent order, whatever the
+//!   clocks that stamped it.
 //! - [`render`]: text views for the CLI, [`render_tree`] and
 //!   [`render_task_table`].
 //! - `status`: the broker link's state and totals shared with `/healthz`
@@ -27,22 +34,28 @@
 
 pub mod api;
 mod batch;
+mod chain;
 mod consumer;
 mod error;
 mod group;
+mod legacy;
+mod quarantine;
 pub mod render;
+mod retention;
 mod status;
 pub mod store;
 pub mod task;
 
 pub use api::{ApiState, router};
 pub use broker_topology::names::DEFAULT_SINK_GROUP;
+pub use chain::order_by_parents;
 pub use consumer::{
-    DEFAULT_BATCH_SIZE, DEFAULT_BATCH_WAIT, DEFAULT_HTTP_ADDR, DEFAULT_PREFETCH, DEFAULT_STORE_URL,
-    SinkConfig, run, serve,
+    DEFAULT_BATCH_SIZE, DEFAULT_BATCH_WAIT, DEFAULT_HTTP_ADDR, DEFAULT_PREFETCH,
+    DEFAULT_PRUNE_EVERY, DEFAULT_STORE_URL, SinkConfig, run, serve,
 };
 pub use error::SinkError;
+pub use quarantine::replay_quarantine;
 pub use render::{render_task_table, render_tree};
 pub use status::{SinkStatus, SinkTotals};
-pub use store::{QuarantinedRecord, Store, StoreCounts, StoreKind, WriteStats};
+pub use store::{PruneStats, QuarantinedRecord, Store, StoreCounts, StoreKind, WriteStats};
 pub use task::{Page, TaskFilter, TaskRow, TaskState, TaskView};

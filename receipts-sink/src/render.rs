@@ -2,9 +2,16 @@
 //! (`chit task show`) and a table of tasks (`chit task list`).
 //!
 //! The tree follows `parent_receipt_ids`, so a redelivery after a worker crash
-//! shows as two `accepted` receipts under one `queued`. A receipt whose parent
-//! is not stored (yet) is drawn at the root, marked as an orphan.
+//! shows as two `accepted` receipts under one `queued`. A stretch of the chain
+//! where each receipt has one child is drawn flat, one receipt a line at the
+//! same indentation, so a replayed chain does not march off the screen; the
+//! tree indents only where it branches. A receipt whose parent is not stored
+//! (yet) is drawn at the root, marked as an orphan.
+//!
+//! Errors, the tail of stderr and artifact paths are shown in full under
+//! their receipt, wrapped to the width asked for.
 
+use crate::chain::order_by_parents;
 use crate::task::{TaskRow, TaskView};
 use broker_topology::Receipt;
 use chrono::{DateTime, Utc};
@@ -12,11 +19,25 @@ use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write;
 
-/// Longest error or reason text shown on one line.
+/// Longest error text in a cell of the task table.
 const SHORT_TEXT: usize = 60;
 
-/// The chain of `view` as a tree, one line per receipt, under a summary line.
+/// Columns a tree is wrapped to when the caller knows no better (output to
+/// a file or a pipe).
+pub const DEFAULT_WIDTH: usize = 100;
+
+/// Fewest columns wrapped text gets, however deep it is indented.
+const MIN_TEXT_WIDTH: usize = 30;
+
+/// [`render_tree_to_width`] at [`DEFAULT_WIDTH`] columns.
 pub fn render_tree(view: &TaskView) -> String {
+    render_tree_to_width(view, DEFAULT_WIDTH)
+}
+
+/// The chain of `view` as a tree under a summary line, one line per receipt
+/// followed by its error, stderr tail and artifacts in full, wrapped to
+/// `width` columns.
+pub fn render_tree_to_width(view: &TaskView, width: usize) -> String {
     let t = &view.task;
     let mut out = format!(
         "task {} ({}): {}, attempt {}, last update {}",
@@ -29,18 +50,21 @@ pub fn render_tree(view: &TaskView) -> String {
     if let Some(w) = &t.worker_id {
         let _ = write!(out, ", worker {w}");
     }
-    if let Some(e) = &t.last_error {
-        let _ = write!(out, "\n  last error: {}", short(e));
-    }
     out.push('\n');
+    if let Some(e) = &t.last_error {
+        field(&mut out, "  ", "last error", e, width);
+    }
 
-    let chain = &view.chain;
+    // Parent order, whatever the clocks said: the API gives it, but an older
+    // sink sent its chain by time.
+    let chain = order_by_parents(view.chain.clone());
     let index: HashMap<&str, usize> = chain
         .iter()
         .enumerate()
         .map(|(i, r)| (r.receipt_id.as_str(), i))
         .collect();
     // Each receipt hangs under its first stored parent; chain order is kept.
+    let mut parent_of: Vec<Option<usize>> = vec![None; chain.len()];
     let mut children: Vec<Vec<usize>> = vec![Vec::new(); chain.len()];
     let mut roots: Vec<(usize, Option<String>)> = Vec::new();
     for (i, r) in chain.iter().enumerate() {
@@ -49,7 +73,10 @@ pub fn render_tree(view: &TaskView) -> String {
             .iter()
             .find_map(|p| index.get(p.as_str()).copied().filter(|&p| p != i));
         match parent {
-            Some(p) => children[p].push(i),
+            Some(p) => {
+                parent_of[i] = Some(p);
+                children[p].push(i);
+            }
             None if r.parent_receipt_ids.is_empty() => roots.push((i, None)),
             None => {
                 let missing = r.parent_receipt_ids.join(", ");
@@ -60,11 +87,13 @@ pub fn render_tree(view: &TaskView) -> String {
 
     let mut seen = HashSet::new();
     let mut tree = Tree {
-        chain,
+        chain: &chain,
+        parent_of: &parent_of,
         children: &children,
         index: &index,
         seen: &mut seen,
         out: &mut out,
+        width,
     };
     for (i, marker) in &roots {
         tree.draw(*i, "", "", marker.as_deref());
@@ -80,17 +109,58 @@ pub fn render_tree(view: &TaskView) -> String {
 
 struct Tree<'a> {
     chain: &'a [Receipt],
+    parent_of: &'a [Option<usize>],
     children: &'a [Vec<usize>],
     index: &'a HashMap<&'a str, usize>,
     seen: &'a mut HashSet<usize>,
     out: &'a mut String,
+    width: usize,
 }
 
 impl Tree<'_> {
-    fn draw(&mut self, i: usize, lead: &str, rest: &str, marker: Option<&str>) {
-        if !self.seen.insert(i) {
-            return;
+    /// Draws receipt `i` after `lead`, then the receipts after it: while
+    /// there is one child, flat under `rest`; where there are more, each
+    /// as a branch.
+    fn draw(&mut self, mut i: usize, lead: &str, rest: &str, marker: Option<&str>) {
+        let mut lead = lead;
+        let mut marker = marker;
+        loop {
+            if !self.seen.insert(i) {
+                return;
+            }
+            self.receipt(i, lead, rest, marker);
+            let children = self.children;
+            let kids = &children[i];
+            match kids.as_slice() {
+                [] => return,
+                [only] => {
+                    i = *only;
+                    lead = rest;
+                    marker = None;
+                }
+                _ => {
+                    for (k, &c) in kids.iter().enumerate() {
+                        let last = k + 1 == kids.len();
+                        let (branch, cont) = if last {
+                            ("└─ ", "   ")
+                        } else {
+                            ("├─ ", "│  ")
+                        };
+                        self.draw(
+                            c,
+                            &format!("{rest}{branch}"),
+                            &format!("{rest}{cont}"),
+                            None,
+                        );
+                    }
+                    return;
+                }
+            }
         }
+    }
+
+    /// One receipt: its line, then its details under `rest`.
+    fn receipt(&mut self, i: usize, lead: &str, rest: &str, marker: Option<&str>) {
         let r = &self.chain[i];
         let _ = write!(self.out, "{lead}{}", line(r));
         // Other parents than the one it is drawn under.
@@ -108,25 +178,54 @@ impl Tree<'_> {
             let _ = write!(self.out, "  {m}");
         }
         self.out.push('\n');
-        let kids = &self.children[i];
-        for (k, &c) in kids.iter().enumerate() {
-            let last = k + 1 == kids.len();
-            let (branch, cont) = if last {
-                ("└─ ", "   ")
+
+        let pad = format!("{rest}    ");
+        // A retry or dead letter repeats its failure's error: say it once.
+        let above = self.parent_of[i].and_then(|p| error_text(&self.chain[p].body));
+        if let Some(e) = error_text(&r.body).filter(|e| Some(e) != above.as_ref()) {
+            field(self.out, &pad, "error", &e, self.width);
+        }
+        let details = r.body.get("details").unwrap_or(&Value::Null);
+        let tail = [&r.body, details]
+            .into_iter()
+            .find_map(|b| b.get("stderr_tail").and_then(Value::as_str))
+            .filter(|s| !s.trim().is_empty());
+        if let Some(tail) = tail {
+            field(self.out, &pad, "stderr", tail, self.width);
+        }
+        // What an `exec` program answered: its output and log lines.
+        if let Some(output) = r.body.get("output").filter(|v| !v.is_null()) {
+            field(self.out, &pad, "output", &output.to_string(), self.width);
+        }
+        let logs = r.body.get("logs").and_then(Value::as_array);
+        for log in logs.into_iter().flatten().filter_map(Value::as_str) {
+            field(self.out, &pad, "log", log, self.width);
+        }
+        for a in &r.artifacts {
+            let place = a
+                .path
+                .as_deref()
+                .or(a.uri.as_deref())
+                .or(a.description.as_deref())
+                .unwrap_or("(no path)");
+            let mut about = Vec::new();
+            if let Some(ct) = &a.content_type {
+                about.push(ct.clone());
+            }
+            if let Some(n) = a.size {
+                about.push(format!("{n} bytes"));
+            }
+            let text = if about.is_empty() {
+                place.to_owned()
             } else {
-                ("├─ ", "│  ")
+                format!("{place} ({})", about.join(", "))
             };
-            self.draw(
-                c,
-                &format!("{rest}{branch}"),
-                &format!("{rest}{cont}"),
-                None,
-            );
+            field(self.out, &pad, "artifact", &text, self.width);
         }
     }
 }
 
-/// `accepted #1 worker-a 2026-01-02 03:04:05.123 delivery 2`.
+/// `accepted #1 worker-a 2026-01-02 03:04:05.123  delivery 2`.
 fn line(r: &Receipt) -> String {
     let mut s = format!(
         "{} #{} {} {}",
@@ -135,39 +234,118 @@ fn line(r: &Receipt) -> String {
         r.worker_id.as_deref().unwrap_or("-"),
         time(&r.created_at)
     );
-    let detail = detail(&r.body);
-    if !detail.is_empty() {
+    let summary = summary(&r.body);
+    if !summary.is_empty() {
         s.push_str("  ");
-        s.push_str(&detail);
+        s.push_str(&summary);
     }
     s
 }
 
-/// The few body fields worth a glance: exit code, error, reason, delay, delivery.
-fn detail(body: &Value) -> String {
+/// The few body fields that fit on the receipt's line: exit code or
+/// signal, reason, delay, delivery.
+fn summary(body: &Value) -> String {
     let mut parts = Vec::new();
     let num = |k: &str| body.get(k).and_then(Value::as_i64);
-    let text = |k: &str| match body.get(k) {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(short(s)),
-        Some(other) => Some(short(&other.to_string())),
-    };
     if let Some(code) = num("exit_code") {
         parts.push(format!("exit {code}"));
+    } else if let Some(sig) = num("signal") {
+        parts.push(format!("signal {sig}"));
     }
-    if let Some(e) = text("error") {
-        parts.push(format!("error: {e}"));
+    match body.get("reason") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) => parts.push(format!("reason: {}", short(s))),
+        Some(other) => parts.push(format!("reason: {}", short(&other.to_string()))),
     }
-    if let Some(e) = text("reason") {
-        parts.push(format!("reason: {e}"));
-    }
-    if let Some(ms) = num("delay_ms") {
-        parts.push(format!("retry in {ms} ms"));
+    match (num("delay_ms"), num("poll")) {
+        (Some(ms), Some(poll)) => parts.push(format!("poll {poll}, next run in {ms} ms")),
+        (Some(ms), None) => parts.push(format!("retry in {ms} ms")),
+        _ => {}
     }
     if let Some(n) = num("delivery_count").or_else(|| num("delivery")) {
         parts.push(format!("delivery {n}"));
     }
     parts.join(", ")
+}
+
+/// The body's `error`, whole.
+fn error_text(body: &Value) -> Option<String> {
+    match body.get("error") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.trim().is_empty() => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(other) => Some(other.to_string()),
+    }
+}
+
+/// Writes `label: text` after `pad`, `text` wrapped to `width` columns and
+/// its further lines lined up under its first.
+fn field(out: &mut String, pad: &str, label: &str, text: &str, width: usize) {
+    let head = format!("{pad}{label}: ");
+    let indent = head.chars().count();
+    let room = width.saturating_sub(indent).max(MIN_TEXT_WIDTH);
+    for (k, piece) in wrap(text, room).iter().enumerate() {
+        if k == 0 {
+            out.push_str(&head);
+        } else {
+            out.push_str(pad);
+            out.extend(std::iter::repeat_n(' ', indent - pad.chars().count()));
+        }
+        out.push_str(piece);
+        out.push('\n');
+    }
+}
+
+/// `text` cut into lines of at most `width` characters: at its own line
+/// breaks, then at the last space that leaves a line at least half full,
+/// else in the middle of a word. Control characters are shown escaped (a
+/// colour code in a command's stderr must not reach the terminal), tabs as
+/// four spaces; trailing blank lines are dropped.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let width = width.max(1);
+    let mut lines = Vec::new();
+    for source in text.split('\n') {
+        let mut chars: Vec<char> = Vec::new();
+        for c in source.trim_end().chars() {
+            match c {
+                '\t' => chars.extend([' '; 4]),
+                c if c.is_control() => chars.extend(c.escape_debug()),
+                c => chars.push(c),
+            }
+        }
+        if chars.is_empty() {
+            lines.push(String::new());
+            continue;
+        }
+        let mut start = 0;
+        while start < chars.len() {
+            if chars.len() - start <= width {
+                lines.push(chars[start..].iter().collect());
+                break;
+            }
+            // `chars[end]` exists: more than `width` characters are left.
+            let end = start + width;
+            match (start + width / 2..=end).rev().find(|&k| chars[k] == ' ') {
+                Some(space) => {
+                    let piece: String = chars[start..space].iter().collect();
+                    lines.push(piece.trim_end().to_owned());
+                    // The next line starts at the next word.
+                    start = space;
+                    while start < chars.len() && chars[start] == ' ' {
+                        start += 1;
+                    }
+                }
+                None => {
+                    lines.push(chars[start..end].iter().collect());
+                    start = end;
+                }
+            }
+        }
+    }
+    while lines.last().is_some_and(String::is_empty) {
+        lines.pop();
+    }
+    lines
 }
 
 fn time(t: &DateTime<Utc>) -> String {
@@ -287,7 +465,23 @@ mod tests {
     }
 
     #[test]
-    fn a_redelivery_shows_two_accepted_under_one_queued() {
+    fn an_in_progress_run_shows_its_poll_output_and_logs() {
+        let v = view(vec![
+            receipt("a", ReceiptType::Accepted, &[], 0).with_worker("w"),
+            receipt("p", ReceiptType::InProgress, &["a"], 10)
+                .with_worker("w")
+                .with_body(json!({"exit_code": 0, "poll": 1, "delay_ms": 896,
+                    "output": {"done": 1}, "logs": ["step 1 of 3"]})),
+        ]);
+        let text = render_tree(&v);
+        assert!(text.contains("in_progress #1 w"), "{text}");
+        assert!(text.contains("poll 1, next run in 896 ms"), "{text}");
+        assert!(text.contains(r#"output: {"done":1}"#), "{text}");
+        assert!(text.contains("log: step 1 of 3"), "{text}");
+    }
+
+    #[test]
+    fn a_redelivery_branches_and_each_branch_goes_on_flat() {
         let v = view(vec![
             receipt("q", ReceiptType::Queued, &[], 0),
             receipt("a1", ReceiptType::Accepted, &["q"], 100)
@@ -306,20 +500,143 @@ mod tests {
             lines[0].starts_with("task task-1 (command.execute): succeeded"),
             "{text}"
         );
-        assert_eq!(lines[1], "queued #1 - 2026-01-01 00:00:00.000");
         assert_eq!(
-            lines[2],
-            "├─ accepted #1 w1 2026-01-01 00:00:00.100  delivery 0"
+            lines[1..],
+            [
+                "queued #1 - 2026-01-01 00:00:00.000",
+                "├─ accepted #1 w1 2026-01-01 00:00:00.100  delivery 0",
+                "└─ accepted #1 w2 2026-01-01 00:00:00.300  delivery 1",
+                "   success #1 w2 2026-01-01 00:00:00.500  exit 0",
+            ],
+            "{text}"
         );
+    }
+
+    #[test]
+    fn a_replayed_chain_of_fourteen_receipts_is_drawn_flat() {
+        use ReceiptType::*;
+        let steps = [
+            Queued,
+            Accepted,
+            Failure,
+            DeadLettered,
+            Queued,
+            Accepted,
+            Failure,
+            RetryScheduled,
+            Accepted,
+            Failure,
+            DeadLettered,
+            Queued,
+            Accepted,
+            Success,
+        ];
+        let ids: Vec<String> = (0..steps.len()).map(|k| format!("r{k:02}")).collect();
+        let chain: Vec<Receipt> = steps
+            .iter()
+            .enumerate()
+            .map(|(k, t)| {
+                let parents: Vec<&str> = if k == 0 { vec![] } else { vec![&ids[k - 1]] };
+                receipt(&ids[k], *t, &parents, k as i64 * 10)
+            })
+            .collect();
+        let text = render_tree(&view(chain));
+        let lines: Vec<&str> = text.lines().skip(1).collect();
+        assert_eq!(lines.len(), 14, "{text}");
+        for (line, t) in lines.iter().zip(steps) {
+            assert!(
+                line.starts_with(&format!("{} #1", t.as_str())),
+                "no indentation in a linear chain: {line:?}\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_worker_clock_behind_the_publishers_does_not_put_accepted_first() {
+        // As the API of an older sink sent it: by time, accepted first.
+        let v = view(vec![
+            receipt("a", ReceiptType::Accepted, &["q"], 21).with_worker("w"),
+            receipt("q", ReceiptType::Queued, &[], 23),
+            receipt("s", ReceiptType::Success, &["a"], 40).with_worker("w"),
+        ]);
+        let text = render_tree(&v);
+        let types: Vec<&str> = text
+            .lines()
+            .skip(1)
+            .map(|l| l.split(' ').next().unwrap())
+            .collect();
+        assert_eq!(types, ["queued", "accepted", "success"], "{text}");
+        assert!(!text.contains("orphan"), "{text}");
+    }
+
+    #[test]
+    fn errors_stderr_and_artifacts_are_shown_whole_and_wrapped() {
+        let error = format!(
+            "command exited with code 2: {} the end",
+            "a fairly long explanation of what went wrong ".repeat(4)
+        );
+        let path = format!("/var/lib/chit/out/{}/result.json", "deep/".repeat(20));
+        let v = view(vec![
+            receipt("q", ReceiptType::Queued, &[], 0),
+            receipt("a", ReceiptType::Accepted, &["q"], 1).with_worker("w"),
+            receipt("f", ReceiptType::Failure, &["a"], 2)
+                .with_worker("w")
+                .with_body(json!({
+                    "error": error,
+                    "reason": "failed",
+                    "exit_code": 2,
+                    "stderr_tail": "warning: first\n\tat frame one\n\u{1b}[31mred\u{1b}[0m\n",
+                })),
+            receipt("r", ReceiptType::RetryScheduled, &["f"], 3)
+                .with_worker("w")
+                .with_body(json!({"error": error, "delay_ms": 500})),
+            receipt("a2", ReceiptType::Accepted, &["r"], 4).with_worker("w"),
+            receipt("s", ReceiptType::Success, &["a2"], 5)
+                .with_worker("w")
+                .with_artifacts(vec![broker_topology::Artifact {
+                    path: Some(path.clone()),
+                    content_type: Some("application/json".into()),
+                    size: Some(120),
+                    ..Default::default()
+                }])
+                .with_body(json!({"exit_code": 0})),
+        ]);
+        let width = 72;
+        let text = render_tree_to_width(&v, width);
+        // The summary line is not wrapped; everything under it is.
+        for line in text.lines().skip(1) {
+            assert!(
+                line.chars().count() <= width,
+                "{line:?} is too wide:\n{text}"
+            );
+        }
+        // Glue the wrapped pieces back: the whole error and path are there.
+        let joined: String = text
+            .lines()
+            .map(|l| l.trim_start_matches([' ', '│']))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let words = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+        let tail = words(&joined[joined.find("error: ").unwrap() + 7..]);
+        assert!(tail.starts_with(&words(&error)), "{text}");
         assert_eq!(
-            lines[3],
-            "└─ accepted #1 w2 2026-01-01 00:00:00.300  delivery 1"
+            text.matches("error: ").count(),
+            1,
+            "the retry's repeat of the failure's error is not shown twice:\n{text}"
         );
-        assert_eq!(
-            lines[4],
-            "   └─ success #1 w2 2026-01-01 00:00:00.500  exit 0"
+        let glued: String = text.lines().map(str::trim).collect::<Vec<_>>().concat();
+        assert!(glued.contains(&path), "{text}");
+        assert!(
+            text.contains("    artifact: /var/lib/chit/out/deep/"),
+            "{text}"
         );
-        assert_eq!(text.matches("accepted").count(), 2);
+        assert!(glued.contains("(application/json, 120 bytes)"), "{text}");
+        assert!(text.contains("    stderr: warning: first\n"), "{text}");
+        assert!(text.contains("                at frame one\n"), "{text}");
+        assert!(
+            text.contains("\\u{1b}[31mred") && !text.contains('\u{1b}'),
+            "escape codes are shown, not sent to the terminal:\n{text}"
+        );
     }
 
     #[test]
@@ -331,14 +648,25 @@ mod tests {
                 .with_body(json!({"delay_ms": 1000})),
         ]);
         let text = render_tree(&v);
-        assert!(
-            text.contains("failure #1 - 2026-01-01 00:00:00.010  exit 2, error: boom…  [orphan: parent missing not stored]"),
+        let lines: Vec<&str> = text.lines().skip(1).collect();
+        assert_eq!(
+            lines,
+            [
+                "failure #1 - 2026-01-01 00:00:00.010  exit 2  [orphan: parent missing not stored]",
+                "    error: boom",
+                "           stack trace",
+                "retry_scheduled #1 - 2026-01-01 00:00:00.020  retry in 1000 ms",
+            ],
             "{text}"
         );
-        assert!(
-            text.contains("└─ retry_scheduled #1 - 2026-01-01 00:00:00.020  retry in 1000 ms"),
-            "{text}"
-        );
+    }
+
+    #[test]
+    fn wrapping_breaks_at_spaces_else_inside_words() {
+        assert_eq!(wrap("aaa bbb ccc", 7), ["aaa bbb", "ccc"]);
+        assert_eq!(wrap("abcdefghij", 4), ["abcd", "efgh", "ij"]);
+        assert_eq!(wrap("one\n\ntwo\n\n", 10), ["one", "", "two"]);
+        assert_eq!(wrap("  indented", 20), ["  indented"]);
     }
 
     #[test]

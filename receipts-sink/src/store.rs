@@ -6,6 +6,9 @@
 //! could not be read as receipts. [`Store::write_batch`] writes a whole batch in
 //! one transaction with multi-row statements, so a redelivered batch is
 //! harmless and a crash leaves either all of it or none.
+//! [`Store::check_writable`] tries a made-up receipt and rolls it back, to
+//! tell a refused batch from a refusing store; [`Store::prune`] deletes old
+//! finished chains (retention).
 //!
 //! Queries use runtime SQL (there is no database at build time). Both backends
 //! share the read queries; the write path is per backend (`store/sqlite.rs`
@@ -68,6 +71,17 @@ pub struct WriteStats {
     pub quarantined: u64,
 }
 
+impl WriteStats {
+    /// Adds another write's figures to these.
+    pub fn add(&mut self, other: &WriteStats) {
+        self.receipts += other.receipts;
+        self.inserted += other.inserted;
+        self.duplicates += other.duplicates;
+        self.tasks += other.tasks;
+        self.quarantined += other.quarantined;
+    }
+}
+
 /// Row counts, for tests, benches and operators.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct StoreCounts {
@@ -78,6 +92,19 @@ pub struct StoreCounts {
     /// Quarantined records.
     pub quarantined: u64,
 }
+
+/// What one [`Store::prune`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PruneStats {
+    /// Finished tasks deleted, each with its whole chain.
+    pub tasks: u64,
+    /// Their receipts.
+    pub receipts: u64,
+}
+
+/// Tasks [`Store::prune`] deletes per transaction, so a large backlog does
+/// not hold the write lock for long.
+const PRUNE_CHUNK: i64 = 1000;
 
 /// Input that could not be read as receipts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,8 +170,8 @@ impl Store {
             return Ok(WriteStats::default());
         }
         let (inserted, quarantined) = match &self.backend {
-            Backend::Sqlite(pool) => sqlite::write(pool, &batch).await?,
-            Backend::Postgres(pool) => postgres::write(pool, &batch).await?,
+            Backend::Sqlite(pool) => sqlite::write(pool, &batch, true).await?,
+            Backend::Postgres(pool) => postgres::write(pool, &batch, true).await?,
         };
         Ok(WriteStats {
             receipts: batch.receipts.len(),
@@ -153,6 +180,55 @@ impl Store {
             tasks: batch.tasks.len(),
             quarantined,
         })
+    }
+
+    /// Checks that the store takes a well-formed receipt: writes a made-up
+    /// one the way [`Store::write_batch`] would, then rolls it back. When a
+    /// batch is refused but this passes, the batch itself is at fault.
+    pub async fn check_writable(&self) -> Result<(), SinkError> {
+        let probe = Receipt::new(
+            format!("chit-sink-probe-{}", uuid::Uuid::new_v4().simple()),
+            "chit.sink.probe",
+            ReceiptType::Queued,
+            vec![],
+            1,
+        );
+        let probe = [probe];
+        let batch = Prepared::new(&probe, &[]);
+        match &self.backend {
+            Backend::Sqlite(pool) => sqlite::write(pool, &batch, false).await?,
+            Backend::Postgres(pool) => postgres::write(pool, &batch, false).await?,
+        };
+        Ok(())
+    }
+
+    /// Deletes every finished task ([`TaskState::is_finished`]) whose last
+    /// receipt is older than `older_than`, with its whole chain. Tasks that
+    /// are not finished are kept however old. Works in transactions of
+    /// [`PRUNE_CHUNK`] tasks.
+    pub async fn prune(&self, older_than: DateTime<Utc>) -> Result<PruneStats, SinkError> {
+        let cutoff = task::canonical_time(&older_than);
+        let finished: Vec<&str> = TaskState::ALL
+            .into_iter()
+            .filter(|s| s.is_finished())
+            .map(TaskState::as_str)
+            .collect();
+        let mut total = PruneStats::default();
+        loop {
+            let chunk = match &self.backend {
+                Backend::Sqlite(pool) => {
+                    sqlite::prune(pool, &finished, &cutoff, PRUNE_CHUNK).await?
+                }
+                Backend::Postgres(pool) => {
+                    postgres::prune(pool, &finished, &cutoff, PRUNE_CHUNK).await?
+                }
+            };
+            total.tasks += chunk.tasks;
+            total.receipts += chunk.receipts;
+            if chunk.tasks < PRUNE_CHUNK as u64 {
+                return Ok(total);
+            }
+        }
     }
 
     /// A task and its whole stored chain, or `None` when no receipt of it is stored.
@@ -169,12 +245,16 @@ impl Store {
         Ok(Some(TaskView { task, chain }))
     }
 
-    /// The receipts of a task, ordered by `created_at` then `receipt_id`.
+    /// The receipts of a task, each after its parents ([`order_by_parents`]:
+    /// the writers' clocks may disagree), then by `created_at` and `receipt_id`.
+    ///
+    /// [`order_by_parents`]: crate::order_by_parents
     pub async fn receipts(&self, task_id: &str) -> Result<Vec<Receipt>, SinkError> {
-        on_pool!(self, pool => {
+        let chain: Vec<Receipt> = on_pool!(self, pool => {
             let rows = sqlx::query(CHAIN_SQL).bind(task_id).fetch_all(pool).await?;
-            rows.iter().map(receipt_from_row).collect()
-        })
+            rows.iter().map(receipt_from_row).collect::<Result<_, _>>()?
+        });
+        Ok(crate::chain::order_by_parents(chain))
     }
 
     /// One page of tasks, most recently updated first (ties by task id).

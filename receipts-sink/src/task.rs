@@ -26,6 +26,9 @@ pub enum TaskState {
     Queued,
     /// A worker accepted it and has not reported an outcome.
     Running,
+    /// Its last run said it is not done yet (an `in_progress` receipt): it
+    /// waits to run again, with that run's output, in the same attempt.
+    InProgress,
     /// The executor finished successfully.
     Succeeded,
     /// The latest attempt failed and no retry or dead-lettering is recorded (yet).
@@ -36,18 +39,22 @@ pub enum TaskState {
     DeadLettered,
     /// Cancelled.
     Cancelled,
+    /// Its dead letter was purged: it will not run.
+    Purged,
 }
 
 impl TaskState {
     /// Every state.
-    pub const ALL: [TaskState; 7] = [
+    pub const ALL: [TaskState; 9] = [
         TaskState::Queued,
         TaskState::Running,
+        TaskState::InProgress,
         TaskState::Succeeded,
         TaskState::Failed,
         TaskState::Retrying,
         TaskState::DeadLettered,
         TaskState::Cancelled,
+        TaskState::Purged,
     ];
 
     /// The name used in the store and the API (`dead_lettered`, ...).
@@ -55,11 +62,13 @@ impl TaskState {
         match self {
             TaskState::Queued => "queued",
             TaskState::Running => "running",
+            TaskState::InProgress => "in_progress",
             TaskState::Succeeded => "succeeded",
             TaskState::Failed => "failed",
             TaskState::Retrying => "retrying",
             TaskState::DeadLettered => "dead_lettered",
             TaskState::Cancelled => "cancelled",
+            TaskState::Purged => "purged",
         }
     }
 
@@ -68,16 +77,34 @@ impl TaskState {
         TaskState::ALL.into_iter().find(|t| t.as_str() == s)
     }
 
+    /// True when nothing more is expected of the task, so retention may
+    /// delete its chain: it succeeded, was cancelled or purged. A dead-lettered task
+    /// is not finished (it waits in its dead-letter queue, and a replay
+    /// continues its chain), nor is a failed one (a retry may still follow).
+    pub fn is_finished(self) -> bool {
+        match self {
+            TaskState::Succeeded | TaskState::Cancelled | TaskState::Purged => true,
+            TaskState::Queued
+            | TaskState::Running
+            | TaskState::InProgress
+            | TaskState::Failed
+            | TaskState::Retrying
+            | TaskState::DeadLettered => false,
+        }
+    }
+
     /// The state a receipt of type `t` puts its task in, when it is the latest.
     pub fn after(t: ReceiptType) -> TaskState {
         match t {
             ReceiptType::Queued => TaskState::Queued,
             ReceiptType::Accepted => TaskState::Running,
+            ReceiptType::InProgress => TaskState::InProgress,
             ReceiptType::Failure => TaskState::Failed,
             ReceiptType::RetryScheduled => TaskState::Retrying,
             ReceiptType::Success => TaskState::Succeeded,
             ReceiptType::DeadLettered => TaskState::DeadLettered,
             ReceiptType::Cancelled => TaskState::Cancelled,
+            ReceiptType::Purged => TaskState::Purged,
         }
     }
 }
@@ -109,7 +136,8 @@ pub struct TaskRow {
     pub last_error: Option<String>,
 }
 
-/// A task and every stored receipt of it, ordered by `created_at` then `receipt_id`.
+/// A task and every stored receipt of it, each after its parents, then by
+/// `created_at` and `receipt_id` ([`order_by_parents`](crate::order_by_parents)).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskView {
     /// The summary.
@@ -140,12 +168,16 @@ pub struct Page {
 pub(crate) fn rank(t: ReceiptType) -> u8 {
     match t {
         ReceiptType::Queued => 0,
-        ReceiptType::Accepted => 1,
+        // The runs of one attempt alternate `accepted` and `in_progress`:
+        // the later one says whether a run is going on or the task waits.
+        ReceiptType::Accepted | ReceiptType::InProgress => 1,
         ReceiptType::Failure => 2,
         ReceiptType::RetryScheduled => 3,
         ReceiptType::Success => 4,
         ReceiptType::DeadLettered => 5,
         ReceiptType::Cancelled => 6,
+        // After `dead_lettered`, the receipt it follows, in the same attempt.
+        ReceiptType::Purged => 7,
     }
 }
 
@@ -287,9 +319,14 @@ mod tests {
             assert_eq!(serde_json::to_value(s).unwrap(), json!(s.as_str()));
         }
         assert_eq!(TaskState::parse("done"), None);
-        let mut ranks: Vec<u8> = ReceiptType::ALL.iter().map(|t| rank(*t)).collect();
+        let mut ranks: Vec<u8> = ReceiptType::ALL
+            .iter()
+            .filter(|t| **t != ReceiptType::InProgress)
+            .map(|t| rank(*t))
+            .collect();
         ranks.sort();
-        assert_eq!(ranks, (0..7).collect::<Vec<_>>());
+        assert_eq!(ranks, (0..8).collect::<Vec<_>>());
+        assert_eq!(rank(ReceiptType::InProgress), rank(ReceiptType::Accepted));
     }
 
     #[test]
@@ -343,6 +380,21 @@ mod tests {
         assert_eq!(t.state, TaskState::Running);
         assert_eq!(t.last_error.as_deref(), Some("late"));
         assert_eq!(t.last_update, canonical_time(&at(9)));
+    }
+
+    #[test]
+    fn a_task_between_polls_is_in_progress_and_running_while_polled() {
+        let polled = vec![
+            r("a", ReceiptType::Accepted, 1, 1),
+            r("b", ReceiptType::InProgress, 1, 2),
+        ];
+        assert_eq!(fold(&polled).state, TaskState::InProgress);
+        let mut again = polled.clone();
+        again.push(r("c", ReceiptType::Accepted, 1, 12));
+        assert_eq!(fold(&again).state, TaskState::Running);
+        again.push(r("d", ReceiptType::Success, 1, 13));
+        again.reverse();
+        assert_eq!(fold(&again).state, TaskState::Succeeded);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `chit dev`: everything on one machine. Declares the topology, then runs
 //! a receipts sink and a `command.execute` worker in this process until
 //! ctrl-c, both built through the same settings as `chit sink` and
-//! `chit worker`.
+//! `chit worker`: the same flags, `CHIT_*` variables and `[sink]` section
+//! of the config file.
 
 use crate::settings::{Settings, SinkSettings, WorkerSettings};
 use crate::signal::stop_signal;
@@ -9,7 +10,7 @@ use anyhow::{Context, Result};
 use broker_topology::Topology;
 use clap::Args;
 use std::process::ExitCode;
-use worker::{Registry, WorkerConfig};
+use worker::WorkerConfig;
 
 /// The one capability `chit dev` serves.
 const CAPABILITY: &str = "command.execute";
@@ -18,12 +19,14 @@ const DRAIN_TIMEOUT_SECS: u64 = 10;
 
 #[derive(Args)]
 pub struct DevArgs {
-    /// Receipt store (default: the config file's, else SQLite in chit's data directory).
-    #[arg(long)]
+    /// Receipt store: sqlite://PATH or postgres://... [default: the config
+    /// file's `[sink] store`, else SQLite in chit's data directory]
+    #[arg(long, env = "CHIT_STORE")]
     store: Option<String>,
-    /// Address of the HTTP API.
-    #[arg(long, default_value = receipts_sink::DEFAULT_HTTP_ADDR)]
-    http: String,
+    /// Address of the HTTP API [default: the config file's `[sink] http`,
+    /// else 127.0.0.1:8700]
+    #[arg(long, env = "CHIT_HTTP")]
+    http: Option<String>,
     /// Tasks run at once.
     #[arg(long, default_value_t = WorkerConfig::DEFAULT_CONCURRENCY)]
     concurrency: usize,
@@ -42,7 +45,7 @@ pub async fn run(settings: &Settings, args: DevArgs) -> Result<ExitCode> {
     drop(conn);
     let sink = settings.sink_config(&SinkSettings {
         store: args.store,
-        http: Some(args.http),
+        http: args.http,
         ..SinkSettings::default()
     })?;
     let wconf = settings.worker_config(&WorkerSettings {
@@ -57,7 +60,7 @@ pub async fn run(settings: &Settings, args: DevArgs) -> Result<ExitCode> {
     let (trigger, shutdown) = worker::shutdown::shutdown();
     let mut s = shutdown.clone();
     let sink_task = tokio::spawn(receipts_sink::run(sink, async move { s.recv().await }));
-    let registry = Registry::builtin(wconf.kill_grace);
+    let registry = settings.executor_registry(wconf.kill_grace)?;
     let mut s = shutdown;
     let worker_task = tokio::spawn(worker::run(wconf, registry, async move { s.recv().await }));
     println!(

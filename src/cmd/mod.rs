@@ -10,3 +10,14 @@ pub mod sink;
 pub mod task;
 pub mod topology;
 pub mod worker;
+
+use clap::Args;
+
+/// `--amqp-url`, offered only to the commands that talk to the broker.
+#[derive(Args, Debug, Clone, Default)]
+pub struct BrokerArgs {
+    /// Broker URL [default: the config file's `amqp_url`, else
+    /// amqp://guest:guest@127.0.0.1:5672/%2f]
+    #[arg(long, env = "CHIT_AMQP_URL", global = true)]
+    pub amqp_url: Option<String>,
+}

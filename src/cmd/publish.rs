@@ -1,5 +1,16 @@
 //! `chit publish`: one task from `--payload`/`--payload-file`, or one per
-//! line of a JSON-lines file with a progress bar; prints each task id.
+//! line of a JSON-lines file with a progress bar.
+//!
+//! Everything is checked before anything is published: the flags, each
+//! payload's JSON, and the payload against its capability's schema (the
+//! built-in capabilities have one; see `broker_topology::payload_schema`).
+//! A `--jsonl` file with a bad line publishes nothing, so a run after the
+//! fix does not publish the good lines twice, unless `--partial` is given.
+//!
+//! Output: the id of each published task on stdout, one a line, in the order
+//! of the input; with `--json`, one JSON object a line instead
+//! (`{task_id, queued_receipt_id}`, plus `line` for `--jsonl`). Problems go
+//! to stderr, and make the exit status 1.
 
 use crate::settings::{RetryFlags, Settings};
 use anyhow::{Context, Result, bail};
@@ -7,7 +18,7 @@ use broker_topology::ContentType;
 use clap::Args;
 use producer::{Producer, ProducerConfig, TaskSpec};
 use serde_json::Value;
-use std::io::BufRead;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -19,13 +30,19 @@ pub struct PublishArgs {
     /// The payload, as JSON.
     #[arg(long, conflicts_with_all = ["payload_file", "jsonl"])]
     payload: Option<String>,
-    /// Read the JSON payload from a file.
+    /// Read the JSON payload from a file; `-` reads standard input.
     #[arg(long, conflicts_with = "jsonl")]
     payload_file: Option<PathBuf>,
-    /// Publish one task per line of a JSON-lines file.
+    /// Publish one task per line of a JSON-lines file (`-`: standard input).
+    /// Every line is checked first; if any is bad, none is published.
     #[arg(long)]
     jsonl: Option<PathBuf>,
-    /// Print JSON ({task_id, queued_receipt_id}, one line per task).
+    /// With --jsonl: publish the good lines even when some are bad (the bad
+    /// ones are listed, and the exit status is still 1).
+    #[arg(long, requires = "jsonl")]
+    partial: bool,
+    /// Print JSON, one object per task a line: {task_id, queued_receipt_id},
+    /// and the input's line number as `line` with --jsonl.
     #[arg(long)]
     json: bool,
     /// Encode the body as MessagePack instead of JSON.
@@ -34,7 +51,8 @@ pub struct PublishArgs {
     #[command(flatten)]
     retry: RetryFlags,
     /// Give up when the broker has not confirmed after this many seconds.
-    #[arg(long, default_value_t = default_deadline_secs())]
+    #[arg(long, default_value_t = default_deadline_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
     deadline_secs: u64,
 }
 
@@ -43,25 +61,25 @@ fn default_deadline_secs() -> u64 {
     ProducerConfig::new("").publish_deadline.as_secs()
 }
 
-/// Publishes; exit 1 when any line of a `--jsonl` file failed.
+/// Publishes; exit 1 when anything was not published.
 pub async fn run(settings: &Settings, args: PublishArgs) -> Result<ExitCode> {
-    let config = settings.producer_config(Some(Duration::from_secs(args.deadline_secs)));
-    let producer = Producer::new(config);
+    check_flags(&args)?;
     if let Some(path) = &args.jsonl {
-        return publish_jsonl(&producer, &args, path).await;
+        let text = read_input(path)?;
+        let config = settings.producer_config(Some(Duration::from_secs(args.deadline_secs)));
+        return publish_jsonl(&Producer::new(config), &args, &text).await;
     }
     let text = match (&args.payload, &args.payload_file) {
         (Some(p), _) => p.clone(),
-        (None, Some(f)) => {
-            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?
-        }
+        (None, Some(f)) => read_input(f)?,
         (None, None) => {
             bail!("give the payload with --payload JSON, --payload-file FILE or --jsonl FILE")
         }
     };
     let payload: Value = serde_json::from_str(&text).context("the payload is not valid JSON")?;
     let spec = task_spec(&args, &payload)?;
-    let published = producer.publish(spec).await?;
+    let config = settings.producer_config(Some(Duration::from_secs(args.deadline_secs)));
+    let published = Producer::new(config).publish(spec).await?;
     if args.json {
         println!("{}", serde_json::to_string(&published)?);
     } else {
@@ -70,6 +88,33 @@ pub async fn run(settings: &Settings, args: PublishArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Refuses flag values no task can have, naming the flag. The producer
+/// refuses them too, in the envelope's terms.
+fn check_flags(args: &PublishArgs) -> Result<()> {
+    // clap's `requires` lets it through beside --payload, which conflicts
+    // with --jsonl.
+    if args.partial && args.jsonl.is_none() {
+        bail!("--partial applies to --jsonl only");
+    }
+    // --max-attempts and --timeout-secs are checked by their parsers
+    // (settings::retry_flags), for the worker too.
+    Ok(())
+}
+
+/// The text of `path`, or of standard input when it is `-`.
+fn read_input(path: &Path) -> Result<String> {
+    if path == Path::new("-") {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading standard input")?;
+        return Ok(text);
+    }
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// The task for `payload`, checked: its payload against the capability's
+/// schema, its envelope with the flags stamped in.
 fn task_spec(args: &PublishArgs, payload: &Value) -> Result<TaskSpec, producer::PublishError> {
     let ct = if args.msgpack {
         ContentType::MsgPack
@@ -78,32 +123,53 @@ fn task_spec(args: &PublishArgs, payload: &Value) -> Result<TaskSpec, producer::
     };
     let mut spec = TaskSpec::new(&args.task_type, payload, ct)?;
     args.retry.stamp(&mut spec.envelope);
+    spec.check()?;
     Ok(spec)
 }
 
-/// Bad lines are reported with the publish failures rather than stopping
-/// the run, so one typo does not hold back a large file.
-async fn publish_jsonl(producer: &Producer, args: &PublishArgs, path: &Path) -> Result<ExitCode> {
-    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut specs = Vec::new();
-    let mut lines = Vec::new();
-    let mut failed: Vec<(usize, String)> = Vec::new();
-    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line.with_context(|| format!("reading {}", path.display()))?;
+/// The non-blank lines of a JSON-lines text as tasks, each with its line
+/// number (from 1), and the bad lines with what is wrong with each.
+type Lines = (Vec<(usize, TaskSpec)>, Vec<(usize, String)>);
+
+fn read_lines(args: &PublishArgs, text: &str) -> Lines {
+    let mut good = Vec::new();
+    let mut bad = Vec::new();
+    for (n, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        let spec = serde_json::from_str::<Value>(&line)
+        let spec = serde_json::from_str::<Value>(line)
             .map_err(|e| format!("not valid JSON: {e}"))
             .and_then(|v| task_spec(args, &v).map_err(|e| e.to_string()));
         match spec {
-            Ok(s) => {
-                specs.push(s);
-                lines.push(n + 1);
-            }
-            Err(e) => failed.push((n + 1, e)),
+            Ok(s) => good.push((n + 1, s)),
+            Err(e) => bad.push((n + 1, e)),
         }
     }
+    (good, bad)
+}
+
+/// Checks every line, then publishes them all (or, with `--partial`, the
+/// good ones) with pipelined confirms.
+async fn publish_jsonl(producer: &Producer, args: &PublishArgs, text: &str) -> Result<ExitCode> {
+    let (good, mut failed) = read_lines(args, text);
+    if !failed.is_empty() && !args.partial {
+        for (line, e) in &failed {
+            eprintln!("line {line}: {e}");
+        }
+        let mut numbers: Vec<String> = failed.iter().take(10).map(|(n, _)| n.to_string()).collect();
+        if failed.len() > 10 {
+            numbers.push("...".into());
+        }
+        bail!(
+            "{} of {} lines are bad (line {}); nothing was published: fix them and run again, \
+             or give --partial to publish the good lines",
+            failed.len(),
+            failed.len() + good.len(),
+            numbers.join(", ")
+        );
+    }
+    let (lines, specs): (Vec<usize>, Vec<TaskSpec>) = good.into_iter().unzip();
     let bar = indicatif::ProgressBar::new(specs.len() as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
@@ -125,7 +191,14 @@ async fn publish_jsonl(producer: &Producer, args: &PublishArgs, path: &Path) -> 
             Ok(p) => {
                 ok += 1;
                 if args.json {
-                    println!("{}", serde_json::to_string(&p)?);
+                    let out = serde_json::json!({
+                        "line": line,
+                        "task_id": p.task_id,
+                        "queued_receipt_id": p.queued_receipt_id,
+                    });
+                    println!("{out}");
+                } else {
+                    println!("{}", p.task_id);
                 }
             }
             Err(e) => failed.push((*line, e.to_string())),

@@ -3,6 +3,7 @@
 
 use anyhow::{Context, Result};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The config file (TOML). Every field is optional.
@@ -16,6 +17,10 @@ pub struct FileConfig {
     pub sink: SinkFile,
     #[serde(default, rename = "capability")]
     pub capabilities: Vec<CapabilityFile>,
+    /// `[executor.NAME]` tables: `kind` and the kind's options, read by
+    /// the worker crate's kind table (see `executor_settings`).
+    #[serde(default, rename = "executor")]
+    pub executors: BTreeMap<String, toml::Table>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -25,6 +30,8 @@ pub struct WorkerFile {
     pub prefetch: Option<u16>,
     pub worker_id: Option<String>,
     pub drain_timeout_secs: Option<u64>,
+    /// Seconds between two health checks of each executor.
+    pub health_interval_secs: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -32,6 +39,8 @@ pub struct WorkerFile {
 pub struct SinkFile {
     pub store: Option<String>,
     pub group: Option<String>,
+    /// How long finished tasks are kept, as `30d`.
+    pub retain: Option<String>,
     pub http: Option<String>,
     pub api: Option<String>,
 }

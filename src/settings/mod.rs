@@ -7,13 +7,20 @@
 //!
 //! - [`Settings`]: the broker URL and config file every command starts from,
 //!   and the small merges (producer, sink API URL).
+//! - `address`: the one parser of network addresses (`--http`, `--health`,
+//!   `--api` and their config-file keys): `HOST:PORT`, `:PORT`, `HOST`,
+//!   `http://HOST:PORT`, `localhost` included.
 //! - `config_file`: the config file ([`FileConfig`]) and chit's directories.
 //! - `retry_flags`: [`RetryFlags`], the retry flags `publish` and `worker` share.
 //! - `worker_settings`: [`WorkerSettings`] into `worker::WorkerConfig`, and
 //!   the capability list `topology` shares with the worker.
 //! - `sink_settings`: [`SinkSettings`] into `receipts_sink::SinkConfig`.
+//! - `executor_settings`: the file's `[executor.NAME]` tables into the
+//!   worker's `Registry`, through the worker crate's kind table.
 
+mod address;
 mod config_file;
+mod executor_settings;
 mod retry_flags;
 mod sink_settings;
 mod worker_settings;
@@ -23,6 +30,7 @@ mod tests;
 
 pub use config_file::{FileConfig, default_store_url};
 pub use retry_flags::RetryFlags;
+pub(crate) use retry_flags::parse_time_limit;
 pub use sink_settings::SinkSettings;
 pub use worker_settings::WorkerSettings;
 
@@ -66,11 +74,13 @@ impl Settings {
     }
 
     /// The sink's HTTP API, without a trailing slash: `--api` / `CHIT_API_URL`,
-    /// else the file's `sink.api`, else where a sink listens by default.
-    pub fn api_url(&self, flag: Option<String>) -> String {
-        flag.or_else(|| self.file.sink.api.clone())
-            .unwrap_or_else(|| format!("http://{}", receipts_sink::DEFAULT_HTTP_ADDR))
-            .trim_end_matches('/')
-            .to_owned()
+    /// else the file's `sink.api`, else where a sink listens by default. Any
+    /// form [`address`] reads is accepted (`localhost:8700`, `:8700`, ...).
+    pub fn api_url(&self, flag: Option<String>) -> Result<String> {
+        match (flag, &self.file.sink.api) {
+            (Some(raw), _) => address::api_url("--api", &raw),
+            (None, Some(raw)) => address::api_url("[sink] api in the config file", raw),
+            (None, None) => address::api_url("the default", receipts_sink::DEFAULT_HTTP_ADDR),
+        }
     }
 }

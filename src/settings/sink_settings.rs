@@ -1,8 +1,8 @@
 //! Sink settings: what `chit sink` (or `chit dev`) asks for, merged with the
 //! config file into a [`SinkConfig`].
 
-use super::{Settings, default_store_url};
-use anyhow::{Context, Result};
+use super::{Settings, address, default_store_url};
+use anyhow::{Context, Result, anyhow, bail};
 use receipts_sink::SinkConfig;
 use std::time::Duration;
 
@@ -13,7 +13,8 @@ use std::time::Duration;
 pub struct SinkSettings {
     /// `sqlite://PATH` or `postgres://...`.
     pub store: Option<String>,
-    /// Address of the HTTP API, as `IP:PORT`.
+    /// Address of the HTTP API: `HOST:PORT`, `:PORT`, `HOST` or
+    /// `http://HOST:PORT` (see `address`).
     pub http: Option<String>,
     /// Receipts per committed batch at most.
     pub batch_size: Option<usize>,
@@ -23,6 +24,8 @@ pub struct SinkSettings {
     pub prefetch: Option<u16>,
     /// Sink group (every group gets every receipt).
     pub group: Option<String>,
+    /// How long finished tasks are kept, as `30d`, `12h`, ... (see [`parse_age`]).
+    pub retain: Option<String>,
 }
 
 impl Settings {
@@ -34,10 +37,11 @@ impl Settings {
             None => default_store_url()?,
         };
         let mut config = SinkConfig::new(&self.amqp_url, store);
-        if let Some(http) = given.http.clone().or(file.http.clone()) {
-            config.http_addr = http.parse().with_context(|| {
-                format!("--http {http:?} is not an address like 127.0.0.1:8700")
-            })?;
+        let port = Some(address::default_sink_port());
+        if let Some(http) = &given.http {
+            config.http_addr = address::listen_addr("--http", http, port)?;
+        } else if let Some(http) = &file.http {
+            config.http_addr = address::listen_addr("[sink] http in the config file", http, port)?;
         }
         if let Some(n) = given.batch_size {
             config.batch_size = n;
@@ -51,6 +55,65 @@ impl Settings {
         if let Some(g) = given.group.clone().or(file.group.clone()) {
             config.group = g;
         }
+        if let Some(age) = given.retain.clone().or(file.retain.clone()) {
+            config.retain =
+                Some(parse_age(&age).with_context(|| {
+                    format!("--retain {age:?} (CHIT_SINK_RETAIN, [sink] retain)")
+                })?);
+        }
         Ok(config)
+    }
+}
+
+/// Reads an age such as `30d`: a whole number and a unit, `s`, `m`
+/// (minutes), `h`, `d` or `w`. Zero is refused: it would delete every
+/// finished task as soon as it finishes.
+pub fn parse_age(text: &str) -> Result<Duration> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let seconds: u64 = match unit.trim() {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => bail!("not an age: use a whole number and a unit, s, m, h, d or w (as in 30d)"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| anyhow!("not an age: it must start with a whole number (as in 30d)"))?;
+    if n == 0 {
+        bail!("a retention of zero would delete every task as soon as it finishes");
+    }
+    n.checked_mul(seconds)
+        .map(Duration::from_secs)
+        .ok_or_else(|| anyhow!("too long an age"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_take_a_number_and_a_unit() {
+        assert_eq!(parse_age("30d").unwrap(), Duration::from_secs(30 * 86_400));
+        assert_eq!(parse_age(" 12h ").unwrap(), Duration::from_secs(12 * 3600));
+        assert_eq!(parse_age("90m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_age("2w").unwrap(), Duration::from_secs(14 * 86_400));
+        for bad in [
+            "",
+            "30",
+            "d",
+            "0d",
+            "1.5d",
+            "-1d",
+            "30 days",
+            "99999999999999999999d",
+        ] {
+            assert!(parse_age(bad).is_err(), "{bad:?}");
+        }
     }
 }

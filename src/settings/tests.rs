@@ -49,7 +49,7 @@ fn caps(names: &[&str]) -> Vec<String> {
 fn worker_flags(args: &[&str]) -> WorkerSettings {
     let argv = ["chit", "worker"].iter().chain(args);
     match Cli::try_parse_from(argv).expect("valid flags").command {
-        Command::Worker(args) => args.into_settings(),
+        Command::Worker { args, .. } => args.into_settings(),
         _ => unreachable!("parsed a worker command"),
     }
 }
@@ -229,6 +229,10 @@ fn worker_flags_reach_the_config_over_the_file() {
     assert_eq!(c.capabilities[0].timeout, Some(Duration::from_millis(500)));
     assert_eq!(c.receipts.linger, Duration::from_millis(3));
     assert_eq!(c.health_addr, Some("127.0.0.1:8701".parse().unwrap()));
+    let local = worker_flags(&["--health", "localhost:8702"]);
+    let c = without_file().worker_config(&local).unwrap();
+    assert_eq!(c.health_addr, Some("127.0.0.1:8702".parse().unwrap()));
+    // There is no default port to fall back on.
     let bad = worker_flags(&["--health", "localhost"]);
     let err = without_file().worker_config(&bad).unwrap_err();
     assert!(
@@ -250,7 +254,7 @@ fn publish_and_worker_share_the_retry_flags() {
     let argv = ["chit", "publish", "t"].iter().chain(&retry);
     assert!(matches!(
         Cli::try_parse_from(argv).unwrap().command,
-        Command::Publish(_)
+        Command::Publish { .. }
     ));
     let flags = worker_flags(&retry).retry;
     assert_eq!(
@@ -308,12 +312,56 @@ fn sink_flag_beats_file_beats_default() {
 #[test]
 fn api_url_flag_beats_file_beats_the_sinks_default_address() {
     let s = with_file();
-    assert_eq!(s.api_url(Some("http://flag:1/".into())), "http://flag:1");
-    assert_eq!(s.api_url(None), "http://from-file:8700");
     assert_eq!(
-        without_file().api_url(None),
+        s.api_url(Some("http://flag:1/".into())).unwrap(),
+        "http://flag:1"
+    );
+    assert_eq!(s.api_url(None).unwrap(), "http://from-file:8700");
+    assert_eq!(
+        without_file().api_url(None).unwrap(),
         format!("http://{}", receipts_sink::DEFAULT_HTTP_ADDR)
     );
+}
+
+#[test]
+fn every_address_setting_takes_host_port_and_localhost() {
+    // Issue 13, finding 13: --api wanted a URL, --http and --health an IP.
+    let s = without_file();
+    assert_eq!(
+        s.api_url(Some("localhost:9100".into())).unwrap(),
+        "http://localhost:9100"
+    );
+    assert_eq!(
+        s.api_url(Some(":9100".into())).unwrap(),
+        "http://127.0.0.1:9100"
+    );
+    for http in ["localhost:9100", ":9100", "http://localhost:9100/"] {
+        let c = s
+            .sink_config(&SinkSettings {
+                store: Some("sqlite://x.db".into()),
+                http: Some(http.into()),
+                ..SinkSettings::default()
+            })
+            .unwrap();
+        assert_eq!(c.http_addr, "127.0.0.1:9100".parse().unwrap(), "{http}");
+    }
+    let c = worker_flags(&["--health", ":8702"]);
+    assert_eq!(
+        s.worker_config(&c).unwrap().health_addr,
+        Some("127.0.0.1:8702".parse().unwrap())
+    );
+    // The config file's addresses go through the same parser.
+    let file: FileConfig = toml::from_str(
+        "[sink]\nstore = \"sqlite://f.db\"\nhttp = \"localhost\"\napi = \"localhost:9200\"\n",
+    )
+    .unwrap();
+    let s = Settings::new(None, file);
+    assert_eq!(s.api_url(None).unwrap(), "http://localhost:9200");
+    let c = s.sink_config(&SinkSettings::default()).unwrap();
+    assert_eq!(c.http_addr, "127.0.0.1:8700".parse().unwrap());
+    let bad = Settings::new(None, toml::from_str("[sink]\napi = \"ftp://x\"\n").unwrap());
+    let err = format!("{:#}", bad.api_url(None).unwrap_err());
+    assert!(err.contains("[sink] api in the config file"), "{err}");
 }
 
 #[test]

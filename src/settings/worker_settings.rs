@@ -3,8 +3,8 @@
 //! what `chit topology` declares, so a queue and its worker always agree on
 //! arguments such as the delivery limit.
 
-use super::{RetryFlags, Settings};
-use anyhow::{Context, Result};
+use super::{RetryFlags, Settings, address};
+use anyhow::Result;
 use broker_topology::Capability;
 use broker_topology::retry::RetryPolicy;
 use std::time::Duration;
@@ -31,8 +31,11 @@ pub struct WorkerSettings {
     pub kill_grace_secs: Option<f64>,
     /// Longest wait, in ms, for more receipts before a batch is sent.
     pub receipt_linger_ms: Option<f64>,
-    /// Where to serve `/healthz`, as `IP:PORT`.
+    /// Where to serve `/healthz`: `HOST:PORT`, `:PORT` or
+    /// `http://HOST:PORT` (see `address`); no default port.
     pub health_addr: Option<String>,
+    /// Seconds between two health checks of each executor.
+    pub health_interval_secs: Option<f64>,
 }
 
 impl Settings {
@@ -60,9 +63,14 @@ impl Settings {
             config.kill_grace = Duration::from_secs_f64(s);
         }
         if let Some(addr) = &given.health_addr {
-            config.health_addr = Some(addr.parse().with_context(|| {
-                format!("--health {addr:?} is not an address like 127.0.0.1:8701")
-            })?);
+            config.health_addr = Some(address::listen_addr("--health", addr, None)?);
+        }
+        if let Some(s) = given.health_interval_secs.or(file.health_interval_secs) {
+            anyhow::ensure!(
+                s > 0.0 && s.is_finite() && s < 1e9,
+                "the health interval must be a positive number of seconds, not {s}"
+            );
+            config.health_interval = Duration::from_secs_f64(s);
         }
         if let Some(ms) = given.receipt_linger_ms {
             config.receipts.linger = Duration::from_secs_f64(ms / 1000.0);

@@ -5,10 +5,17 @@
 //! after the broker confirmed it. Retries and dead letters are published (and
 //! confirmed) before the receipts that announce them, and both before the ack.
 //!
+//! A delivery the worker's shutdown catches before it starts is handed back
+//! ([`hand_back`]): a copy of the same message goes to the task queue and the
+//! original is acked once the copy is confirmed, so a drain does not raise
+//! the message's `x-delivery-count` (RabbitMQ 3.10 counts every return) and
+//! never spends its poison budget.
+//!
 //! What to do is decided in `decision`, without I/O; the one run-time limit
-//! of the attempt and its timer are in `time_limit`. This file carries both
-//! out against the broker.
+//! of the attempt and its timer are in `time_limit`; the properties of every
+//! copy are made in `copy`. This file carries them out against the broker.
 
+mod copy;
 mod decision;
 pub(crate) mod time_limit;
 
@@ -17,16 +24,19 @@ use crate::config::CapabilityConfig;
 use crate::executor::{ExecError, Executor, Outcome, TaskContext};
 use crate::lease::{LeaseBook, Settle};
 use broker_link::{BrokerLink, LinkError, Outgoing, PublishOutcome, ReceiptPublisher};
-use broker_topology::envelope::{self, H_LAST_ERROR, ParsedEnvelope};
+use broker_topology::envelope::{H_CARRIED_DELIVERIES, H_DRAIN_RETURNS, ParsedEnvelope};
 use broker_topology::{Receipt, ReceiptType, TaskEnvelope, Topology, codec, names};
 use decision::{Destination, Facts, Refusal, Settlement, TaskCopy};
 use lapin::BasicProperties;
 use lapin::message::Delivery;
-use lapin::types::{AMQPValue, FieldTable, LongString};
 use serde_json::json;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tracing::Instrument;
+
+/// How long a hand-back waits for the broker to confirm its copy before the
+/// delivery is returned with `basic.nack` instead.
+const HAND_BACK_WAIT: Duration = Duration::from_secs(5);
 
 /// A capability this worker serves, with its executor.
 pub(crate) struct Served {
@@ -65,6 +75,19 @@ pub(crate) async fn run<S: Send>(
     );
     // The queue decides the capability, whatever `type` a foreign client set.
     env.task_type = served.config.name.clone();
+    // Returns counted toward the delivery limit before a drain handed the
+    // message back as a fresh copy still count.
+    let carried = copy::counter(&delivery.properties, H_CARRIED_DELIVERIES);
+    env.delivery_count = env
+        .delivery_count
+        .saturating_add(carried.min(u32::MAX as u64) as u32);
+    if shared.shutdown.is_shutdown() {
+        // Stopping before it started: no receipt, and back to the queue.
+        if let Some(how) = hand_back(&shared, &served.config.name, &delivery, None).await {
+            leases.settle(delivery.delivery_tag, how);
+        }
+        return;
+    }
     let span = tracing::info_span!(
         "task",
         task_id = %env.task_id,
@@ -74,6 +97,16 @@ pub(crate) async fn run<S: Send>(
     );
     async move {
         let tag = delivery.delivery_tag;
+        let mut body = json!({
+            "delivery": env.delivery_count + 1,
+            "redelivered": env.redelivered,
+            "task_id_assigned": env.task_id_assigned,
+            "traceparent": env.traceparent,
+        });
+        let drain_returns = copy::counter(&delivery.properties, H_DRAIN_RETURNS);
+        if drain_returns > 0 {
+            body["drain_returns"] = json!(drain_returns);
+        }
         let accepted = Receipt::new(
             &env.task_id,
             &env.task_type,
@@ -82,12 +115,7 @@ pub(crate) async fn run<S: Send>(
             env.attempt,
         )
         .with_worker(&shared.worker_id)
-        .with_body(json!({
-            "delivery": env.delivery_count + 1,
-            "redelivered": env.redelivered,
-            "task_id_assigned": env.task_id_assigned,
-            "traceparent": env.traceparent,
-        }));
+        .with_body(body);
         if env.redelivered || env.delivery_count > 0 {
             // A redelivery may be a task that kills its worker: make sure its
             // accepted receipt is on the broker before it runs again.
@@ -99,7 +127,16 @@ pub(crate) async fn run<S: Send>(
         }
         tracing::debug!("accepted");
 
-        let outcome = execute(&shared, &served, &env, problem, &delivery.data).await;
+        let Some(outcome) = execute(&shared, &served, &env, problem, &delivery.data).await else {
+            // The worker began to stop while this delivery was accepted but
+            // not yet started: hand it back unrun, under the id `accepted` gave.
+            drop(slot);
+            let id = Some(env.task_id.as_str());
+            if let Some(how) = hand_back(&shared, &served.config.name, &delivery, id).await {
+                leases.settle(tag, how);
+            }
+            return;
+        };
         drop(slot);
         let settle = finish(&shared, &served, &env, &accepted, &delivery, outcome).await;
         if let Some(how) = settle {
@@ -110,13 +147,44 @@ pub(crate) async fn run<S: Send>(
     .await
 }
 
+/// Checks, decodes and runs the task. `None` when the worker began to stop
+/// before the task started: it is to be handed back.
 async fn execute(
     shared: &Shared,
     served: &Served,
     env: &TaskEnvelope,
     problem: Option<broker_topology::Error>,
     body: &[u8],
-) -> Result<Outcome, ExecError> {
+) -> Option<Result<Outcome, ExecError>> {
+    let ready = prepare(shared, served, env, problem, body);
+    let (ctx, payload, limit) = match ready {
+        Ok(r) => r,
+        Err(e) => return Some(Err(e)),
+    };
+    if shared.shutdown.is_shutdown() {
+        return None;
+    }
+    let Started {
+        cancellation,
+        canceller,
+        running: _running,
+    } = match shared.cancels.start(&env.task_id) {
+        Ok(s) => s,
+        Err(how) => return Some(Err(Refusal::from(how).into())),
+    };
+    let run = served.executor.execute(&ctx, payload, cancellation);
+    Some(time_limit::enforce(limit, &canceller, run).await)
+}
+
+/// Everything before the executor runs: the preflight checks, the payload
+/// decoded and validated, the run-time limit.
+fn prepare(
+    shared: &Shared,
+    served: &Served,
+    env: &TaskEnvelope,
+    problem: Option<broker_topology::Error>,
+    body: &[u8],
+) -> Result<(TaskContext, serde_json::Value, Option<Duration>), ExecError> {
     decision::preflight(
         env,
         problem,
@@ -137,18 +205,60 @@ async fn execute(
         worker_id: shared.worker_id.clone(),
         timeout: limit,
         traceparent: env.traceparent.clone(),
+        polls: env.polls,
+        previous_output: env.progress_output.clone(),
     };
-    if shared.shutdown.is_shutdown() {
-        // Stopping: a task not yet started goes back to its queue.
-        return Err(Refusal::ShuttingDown.into());
+    Ok((ctx, payload, limit))
+}
+
+/// Hands a delivery that did not start back to its capability's queue
+/// without spending its delivery budget: publishes a copy of the same
+/// message (see `copy::hand_back_properties`) and, once the broker confirmed
+/// it, says to ack the original. A crash between the two leaves both in the
+/// queue: a visible duplicate, never a loss. If the copy cannot be published
+/// in time the delivery is returned with `basic.nack`, which the broker
+/// counts; `None` when its channel is gone and the broker has it back
+/// already. No receipt: nothing happened to the task, and the next
+/// `accepted` says `drain_returns`. `task_id` is given once an `accepted`
+/// receipt named the task, so a message without `message_id` keeps that id.
+pub(crate) async fn hand_back(
+    shared: &Shared,
+    capability: &str,
+    delivery: &Delivery,
+    task_id: Option<&str>,
+) -> Option<Settle> {
+    if !delivery.acker.usable() {
+        return None;
     }
-    let Started {
-        cancellation,
-        canceller,
-        running: _running,
-    } = shared.cancels.start(&env.task_id).map_err(Refusal::from)?;
-    let run = served.executor.execute(&ctx, payload, cancellation);
-    time_limit::enforce(limit, &canceller, run).await
+    let mut props = copy::hand_back_properties(&delivery.properties);
+    let task_id = match (delivery.properties.message_id(), task_id) {
+        (Some(id), _) if !id.as_str().is_empty() => id.as_str().to_owned(),
+        (_, Some(id)) => {
+            props = props.with_message_id(id.into());
+            id.to_owned()
+        }
+        _ => String::new(),
+    };
+    let deadline = Some(Instant::now() + HAND_BACK_WAIT);
+    let published = publish_copy(
+        shared,
+        names::TASK_EXCHANGE,
+        capability,
+        &delivery.data,
+        props,
+        deadline,
+    )
+    .await;
+    match published {
+        Ok(()) => {
+            tracing::info!(%task_id, task_type = capability, "stopping: task handed back to its queue unstarted");
+            Some(Settle::Ack)
+        }
+        Err(e) => {
+            tracing::warn!(%task_id, task_type = capability, error = %e, "stopping: could not hand the task back as a copy; returning it with a nack, which counts as a delivery");
+            Some(Settle::Requeue)
+        }
+    }
 }
 
 /// Carries out the attempt's [`decision::plan`]: the copy (a retry or a dead
@@ -174,13 +284,17 @@ async fn finish(
     let error = plan.error.as_ref().map(tracing::field::display);
     if let Some(copy) = &plan.copy {
         let last_error = copy.last_error.as_deref();
-        let props = republish_properties(&delivery.properties, &copy.envelope, last_error);
+        let props = copy::republish_properties(&delivery.properties, &copy.envelope, last_error);
         let published = match copy.to {
             Destination::Delay { delay_ms } => {
                 publish_delayed(shared, &env.task_type, delay_ms, &delivery.data, props).await
             }
             Destination::DeadLetter => {
                 publish_dead_letter(shared, &env.task_type, &delivery.data, props).await
+            }
+            Destination::TaskQueue => {
+                let (exchange, key) = (names::TASK_EXCHANGE, env.task_type.as_str());
+                publish_copy(shared, exchange, key, &delivery.data, props, None).await
             }
         };
         if let Err(e) = published {
@@ -189,13 +303,6 @@ async fn finish(
         }
     }
     match plan.settle {
-        Settlement::Requeue => {
-            tracing::warn!(
-                outcome = plan.outcome,
-                "task interrupted by shutdown; returning it to the queue"
-            );
-            Some(Settle::Requeue)
-        }
         Settlement::Leave => {
             // The lease died with its channel: the broker redelivers the task,
             // so a copy now would split it into two.
@@ -213,6 +320,28 @@ async fn finish(
                     ..
                 }) => {
                     tracing::warn!(outcome = plan.outcome, error, "task dead-lettered")
+                }
+                Some(TaskCopy {
+                    to: Destination::TaskQueue,
+                    ..
+                }) => {
+                    tracing::warn!(
+                        outcome = plan.outcome,
+                        error,
+                        "task interrupted by shutdown; back in its queue as the next attempt"
+                    )
+                }
+                Some(TaskCopy {
+                    to: Destination::Delay { delay_ms },
+                    envelope,
+                    ..
+                }) if plan.error.is_none() => {
+                    tracing::info!(
+                        outcome = plan.outcome,
+                        delay_ms,
+                        poll = envelope.polls,
+                        "task in progress; it runs again after the delay"
+                    )
                 }
                 Some(TaskCopy {
                     to: Destination::Delay { delay_ms },
@@ -242,60 +371,6 @@ async fn confirm(shared: &Shared, receipts: Vec<Receipt>) -> Option<Settle> {
     }
 }
 
-/// Headers the broker adds; a republished copy must not carry them.
-const BROKER_HEADERS: [&str; 5] = [
-    envelope::H_DELIVERY_COUNT,
-    "x-death",
-    "x-first-death-exchange",
-    "x-first-death-queue",
-    "x-first-death-reason",
-];
-
-/// The original properties (content type, correlation id, reply-to, ...)
-/// with the envelope's identity and chit headers on top, so what a foreign
-/// publisher set survives a retry or a dead letter.
-fn republish_properties(
-    original: &BasicProperties,
-    env: &TaskEnvelope,
-    last_error: Option<&str>,
-) -> BasicProperties {
-    let fresh = env.to_properties();
-    let mut headers = FieldTable::default();
-    if let Some(orig) = original.headers() {
-        for (k, v) in orig.inner() {
-            if !BROKER_HEADERS.contains(&k.as_str()) {
-                headers.insert(k.clone(), v.clone());
-            }
-        }
-    }
-    if let Some(chit) = fresh.headers() {
-        for (k, v) in chit.inner() {
-            headers.insert(k.clone(), v.clone());
-        }
-    }
-    if let Some(e) = last_error {
-        let e: String = e.chars().take(1000).collect();
-        headers.insert(
-            H_LAST_ERROR.into(),
-            AMQPValue::LongString(LongString::from(e.as_str())),
-        );
-    }
-    let mut props = original
-        .clone()
-        .with_message_id(env.task_id.as_str().into())
-        .with_delivery_mode(2)
-        .with_headers(headers);
-    if original.kind().is_none() {
-        props = props.with_type(env.task_type.as_str().into());
-    }
-    if original.timestamp().is_none()
-        && let Some(ts) = fresh.timestamp()
-    {
-        props = props.with_timestamp(*ts);
-    }
-    props
-}
-
 async fn publish_delayed(
     shared: &Shared,
     capability: &str,
@@ -314,7 +389,7 @@ async fn publish_delayed(
         ..Topology::default()
     };
     broker_link::declare::apply(&session.connection, &t).await?;
-    publish_copy(shared, "", &decl.name, body, props).await
+    publish_copy(shared, "", &decl.name, body, props, None).await
 }
 
 async fn publish_dead_letter(
@@ -329,19 +404,21 @@ async fn publish_dead_letter(
         "",
         body,
         props,
+        None,
     )
     .await
 }
 
-/// Publishes a retry or dead-letter copy through the link and waits for the
-/// broker to take it. Mandatory: a copy with no queue to go to is an error,
-/// and the task goes back to its queue instead.
+/// Publishes a copy of a task through the link and waits for the broker to
+/// take it (until `deadline`, if any). Mandatory: a copy with no queue to go
+/// to is an error, and the task goes back to its queue instead.
 async fn publish_copy(
     shared: &Shared,
     exchange: &str,
     routing_key: &str,
     body: &[u8],
     properties: BasicProperties,
+    deadline: Option<Instant>,
 ) -> Result<(), CopyError> {
     let message = Outgoing {
         exchange,
@@ -350,7 +427,7 @@ async fn publish_copy(
         properties,
         mandatory: true,
     };
-    match shared.link.publish_confirmed(&message, None).await {
+    match shared.link.publish_confirmed(&message, deadline).await {
         PublishOutcome::Confirmed => Ok(()),
         PublishOutcome::Returned { reply_text, .. } => Err(CopyError::Returned {
             exchange: exchange.to_owned(),

@@ -75,8 +75,10 @@ pub struct WorkerConfig {
     pub receipts: BatchConfig,
     /// Time between SIGTERM and SIGKILL when a command is stopped.
     pub kill_grace: Duration,
-    /// Where to serve `/healthz`, if anywhere.
+    /// Where to serve `/healthz` and `/readyz`, if anywhere.
     pub health_addr: Option<std::net::SocketAddr>,
+    /// Time between two health checks of each executor.
+    pub health_interval: Duration,
 }
 
 impl WorkerConfig {
@@ -87,6 +89,8 @@ impl WorkerConfig {
     /// Time between SIGTERM and SIGKILL when a command is stopped, unless
     /// configured.
     pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(5);
+    /// Time between two health checks of each executor unless configured.
+    pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(30);
 
     /// The defaults ([`Self::DEFAULT_CONCURRENCY`], the matching
     /// [`Self::default_prefetch`], [`Self::DEFAULT_DRAIN_TIMEOUT`],
@@ -102,6 +106,7 @@ impl WorkerConfig {
             receipts: BatchConfig::default(),
             kill_grace: Self::DEFAULT_KILL_GRACE,
             health_addr: None,
+            health_interval: Self::DEFAULT_HEALTH_INTERVAL,
         }
     }
 

@@ -5,10 +5,14 @@
 //! reconnects, re-subscribes and carries on; tasks still running from the old
 //! connection finish and publish their receipts, but their leases died with
 //! the channel, so the broker redelivers them and the chain shows it.
+//!
+//! On shutdown the loop cancels its consumers and hands every delivery that
+//! has not started back to its queue as a fresh copy (`attempt::hand_back`),
+//! so a drain does not count as a delivery of the task.
 
 use crate::attempt::{self, Served, Shared};
 use crate::executor::CancelReason;
-use crate::lease::{LeaseBook, Settle};
+use crate::lease::LeaseBook;
 use crate::shutdown::Shutdown;
 use broker_topology::names;
 use futures_util::StreamExt;
@@ -115,17 +119,23 @@ impl Loop {
             "consuming"
         );
         let mut deliveries = select_all(streams);
+        // A delivery caught waiting for a slot when the stop came.
+        let mut waiting = None;
         loop {
             let next = tokio::select! {
                 biased;
                 _ = shutdown.recv() => {
+                    // Consumers first, so no hand-back copy comes back here.
                     for tag in &tags {
                         let _ = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
                     }
+                    if let Some((i, d)) = waiting.take() {
+                        self.hand_back(i, d, &leases);
+                    }
                     // Deliveries already pushed but not started go back to the queue.
-                    while let Ok(Some((_, Ok(d)))) = tokio::time::timeout(Duration::from_millis(50), deliveries.next()).await {
+                    while let Ok(Some((i, Ok(d)))) = tokio::time::timeout(Duration::from_millis(50), deliveries.next()).await {
                         leases.taken(d.delivery_tag);
-                        leases.settle(d.delivery_tag, Settle::Requeue);
+                        self.hand_back(i, d, &leases);
                     }
                     return Ok(SessionEnd::Shutdown);
                 }
@@ -143,7 +153,7 @@ impl Loop {
             let permit = tokio::select! {
                 biased;
                 _ = shutdown.recv() => {
-                    leases.settle(delivery.delivery_tag, Settle::Requeue);
+                    waiting = Some((i, delivery));
                     continue;
                 }
                 p = permits.clone().acquire_owned() => p.expect("semaphore never closed"),
@@ -157,9 +167,26 @@ impl Loop {
         }
     }
 
+    /// Hands a delivery of capability `i` that did not start back to its
+    /// queue, as a task the drain waits for.
+    fn hand_back(&self, i: usize, delivery: lapin::message::Delivery, leases: &LeaseBook) {
+        let shared = self.shared.clone();
+        let served = self.served[i].clone();
+        let leases = leases.clone();
+        self.tasks.spawn(async move {
+            let tag = delivery.delivery_tag;
+            if let Some(how) =
+                attempt::hand_back(&shared, &served.config.name, &delivery, None).await
+            {
+                leases.settle(tag, how);
+            }
+        });
+    }
+
     /// Waits for running tasks, up to the drain timeout, to finish and settle
-    /// (final receipt confirmed, lease acked); then stops the rest, which go
-    /// back to their queues unacked.
+    /// (final receipt confirmed, lease acked); then stops the rest, whose
+    /// attempts end as `interrupted` and go back to their queues as the next
+    /// attempt.
     async fn drain(&self, permits: &Arc<Semaphore>) {
         let running = self.concurrency - permits.available_permits();
         tracing::info!(
@@ -177,7 +204,7 @@ impl Loop {
         }
         tracing::warn!(
             left = self.tasks.len(),
-            "drain timeout: stopping running tasks; they return to their queues"
+            "drain timeout: stopping running tasks; they return to their queues as their next attempt"
         );
         self.shared.cancels.cancel_all(CancelReason::Shutdown);
         let _ =

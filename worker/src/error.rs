@@ -40,3 +40,57 @@ impl WorkerError {
         matches!(self, WorkerError::Broker(e) if e.is_transient())
     }
 }
+
+/// Why an executor in the config file cannot be built. The worker does not
+/// start: fix the file and start it again.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// `kind` names no row of the kind table.
+    #[error("executor {executor}: unknown kind {kind:?} (known kinds: {known})")]
+    UnknownKind {
+        /// The executor's name.
+        executor: String,
+        /// What `kind` said.
+        kind: String,
+        /// The kinds there are.
+        known: String,
+    },
+    /// An option is unknown or of the wrong type; `path` is where it sits
+    /// (`limits`), empty at the top of the executor's table.
+    #[error("executor {executor}: {}{message}", at(path))]
+    Options {
+        /// The executor's name.
+        executor: String,
+        /// Where in its table.
+        path: String,
+        /// The parser's words, naming the key.
+        message: String,
+    },
+    /// The options parse but cannot be carried out (an unknown user, a
+    /// limit that binds nothing).
+    #[error("executor {executor}: {message}")]
+    Invalid {
+        /// The executor's name.
+        executor: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A sandbox is configured and cannot be made: chit never runs the
+    /// executor without it.
+    #[error("executor {executor}: sandbox configured but unusable: {message}")]
+    Sandbox {
+        /// The executor's name.
+        executor: String,
+        /// Why.
+        message: String,
+    },
+}
+
+fn at(path: &str) -> String {
+    if path.is_empty() {
+        String::new()
+    } else {
+        format!("{path}: ")
+    }
+}

@@ -31,6 +31,10 @@ pub struct TaskContext {
     pub timeout: Option<Duration>,
     /// W3C `traceparent` of the task, to pass on to what the executor calls.
     pub traceparent: Option<String>,
+    /// Earlier runs of the task that ended [`InProgress`] (0 on its first run).
+    pub polls: u32,
+    /// The output the latest of those runs gave, to pick up from.
+    pub previous_output: Option<Value>,
 }
 
 /// Why a running task is being stopped.
@@ -116,10 +120,24 @@ impl Cancellation {
 /// What a successful execution produced.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Outcome {
-    /// Goes into the `success` receipt's body.
+    /// Goes into the `success` receipt's body (the `in_progress` receipt's,
+    /// when the work is not done).
     pub body: Value,
     /// Files or objects produced.
     pub artifacts: Vec<Artifact>,
+    /// `Some` when the work is not done yet: the task runs again later, in
+    /// the same attempt, with [`TaskContext::previous_output`] set.
+    pub in_progress: Option<InProgress>,
+}
+
+/// A run that is not the end of the work: the task is to run again.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InProgress {
+    /// How long to wait before the next run; `None` leaves it to the worker's
+    /// default. The worker caps it and rounds it down to its delay grid.
+    pub after: Option<Duration>,
+    /// Handed to the next run as [`TaskContext::previous_output`].
+    pub output: Value,
 }
 
 /// How an execution failed, which decides retry.
@@ -143,6 +161,10 @@ pub enum ExecErrorKind {
     /// The worker stopped the task to shut down. The task goes back to its
     /// queue without a final receipt.
     Interrupted,
+    /// The executor's policy refused to run it (a program not on the allow
+    /// list, on the block list, ...); `details.rule` names the rule. Never
+    /// retried: the same task meets the same policy.
+    Refused,
 }
 
 impl ExecErrorKind {
@@ -156,6 +178,7 @@ impl ExecErrorKind {
             ExecErrorKind::Timeout => "timeout",
             ExecErrorKind::Cancelled => "cancelled",
             ExecErrorKind::Interrupted => "interrupted",
+            ExecErrorKind::Refused => "refused",
         }
     }
 }
@@ -241,14 +264,23 @@ impl std::error::Error for ExecError {}
 ///   applies when it is smaller than the task's; `None` (the default) leaves
 ///   the task's limit alone.
 /// - [`execute`](Executor::execute) returns `Ok` for success and `Err` for a
-///   failure whose kind decides retry. It must return promptly once
-///   `cancel` fires, having stopped everything it started.
+///   failure whose kind decides retry; `Ok` with [`Outcome::in_progress`]
+///   set says the work is not done: the task runs again later, in the same
+///   attempt. It must return promptly once `cancel` fires, having stopped
+///   everything it started.
 /// - [`health_check`](Executor::health_check) says whether the executor can
-///   run work right now; the worker checks it at start.
+///   run work right now; the worker checks it at start (`Err` refuses to
+///   start) and then every health interval, for `/readyz`.
 #[async_trait]
 pub trait Executor: Send + Sync + 'static {
-    /// The executor's name, e.g. `command.execute`.
+    /// The executor's name, e.g. `command.execute`, or the `NAME` of its
+    /// `[executor.NAME]` table in the config file.
     fn name(&self) -> &str;
+
+    /// Its kind in the kind table (`command`, `noop`, ...); by default the name.
+    fn kind(&self) -> &str {
+        self.name()
+    }
 
     /// Checks a payload without running it.
     fn validate(&self, payload: &Value) -> Result<(), ExecError>;

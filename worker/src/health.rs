@@ -1,9 +1,16 @@
-//! `GET /healthz` for a worker: its broker connection, for probes and people.
+//! `GET /healthz` and `GET /readyz` for a worker, for probes and people.
 //!
-//! 200 while connected (also while the broker blocks publishers: restarting
-//! the worker would not help, and the body says `blocked`); 503 while the
-//! connection is down and being re-established.
+//! `/healthz` is the broker connection: 200 while connected (also while the
+//! broker blocks publishers: restarting the worker would not help, and the
+//! body says `blocked`); 503 while the connection is down and being
+//! re-established.
+//!
+//! `/readyz` adds each executor's last periodic health check (see
+//! `readiness`): 200 only when the link is healthy and every executor is,
+//! 503 otherwise, with each executor's name, kind, `healthy`, `detail` and
+//! `last_checked` in the body.
 
+use crate::readiness::Readiness;
 use crate::shutdown::Shutdown;
 use axum::Json;
 use axum::extract::State;
@@ -18,6 +25,7 @@ use std::sync::Arc;
 struct Health {
     link: Arc<BrokerLink>,
     worker_id: String,
+    readiness: Arc<Readiness>,
 }
 
 async fn healthz(State(h): State<Health>) -> (StatusCode, Json<serde_json::Value>) {
@@ -33,18 +41,45 @@ async fn healthz(State(h): State<Health>) -> (StatusCode, Json<serde_json::Value
     )
 }
 
-/// Serves `/healthz` on `addr` until shutdown.
+async fn readyz(State(h): State<Health>) -> (StatusCode, Json<serde_json::Value>) {
+    let link = h.link.state();
+    let executors = h.readiness.executors();
+    let ready = link.is_healthy() && executors.iter().all(|e| e.healthy == Some(true));
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({
+            "ready": ready,
+            "worker_id": h.worker_id,
+            "broker": {"state": link.as_str(), "healthy": link.is_healthy(), "detail": link.detail()},
+            "executors": executors,
+            "check_interval_secs": h.readiness.interval().as_secs_f64(),
+        })),
+    )
+}
+
+/// Serves `/healthz` and `/readyz` on `addr` until shutdown.
 pub(crate) async fn serve(
     addr: SocketAddr,
     link: Arc<BrokerLink>,
     worker_id: String,
+    readiness: Arc<Readiness>,
     mut shutdown: Shutdown,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(health_addr = %listener.local_addr()?, "health endpoint listening");
     let app = axum::Router::new()
         .route("/healthz", get(healthz))
-        .with_state(Health { link, worker_id });
+        .route("/readyz", get(readyz))
+        .with_state(Health {
+            link,
+            worker_id,
+            readiness,
+        });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.recv().await })
         .await

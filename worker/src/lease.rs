@@ -23,7 +23,8 @@ const SINGLE_ACK_AFTER: Duration = Duration::from_millis(10);
 pub(crate) enum Settle {
     /// Done with it (its final receipt is confirmed).
     Ack,
-    /// Give it back to the queue (the worker is stopping before running it).
+    /// Give it back to the queue with `basic.nack`, which the broker counts
+    /// as a delivery (a copy of the task could not be published).
     Requeue,
 }
 

@@ -11,7 +11,9 @@
 //! - [`executor`]: the [`Executor`] trait every kind of work plugs in behind;
 //!   [`executors`] holds those chit ships, one file each.
 //! - `control`: listens for cancel requests.
-//! - `health`: the optional `/healthz` endpoint.
+//! - `dead_letter_watch`: writes the receipt of a task the broker dead-lettered.
+//! - `health`: the optional `/healthz` and `/readyz` endpoints.
+//! - `readiness`: executor health checks, at start and periodically.
 //! - [`shutdown`]: the stop signal every task holds.
 
 mod attempt;
@@ -19,19 +21,22 @@ mod cancel;
 mod config;
 mod consumer;
 mod control;
+mod dead_letter_watch;
 mod error;
 pub mod executor;
 pub mod executors;
 mod health;
 mod lease;
+mod readiness;
 mod registry;
 pub mod shutdown;
 mod worker;
 
 pub use config::{CapabilityConfig, WorkerConfig, default_worker_id};
-pub use error::WorkerError;
+pub use error::{ConfigError, WorkerError};
 pub use executor::{
-    CancelReason, Cancellation, ExecError, ExecErrorKind, Executor, Outcome, TaskContext,
+    CancelReason, Cancellation, ExecError, ExecErrorKind, Executor, InProgress, Outcome,
+    TaskContext,
 };
 pub use registry::Registry;
 pub use worker::{BROKER_CONSUMER_TIMEOUT, run};

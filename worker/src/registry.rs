@@ -17,8 +17,8 @@ impl Registry {
     /// The executors chit ships: `command.execute` and `noop`.
     pub fn builtin(kill_grace: Duration) -> Self {
         let mut r = Registry::default();
-        r.register(Arc::new(CommandExecutor { kill_grace }));
-        r.register(Arc::new(NoopExecutor));
+        r.register(Arc::new(CommandExecutor::new(kill_grace)));
+        r.register(Arc::new(NoopExecutor::default()));
         r
     }
 
@@ -36,6 +36,11 @@ impl Registry {
                 name: name.to_owned(),
                 known: self.names().join(", "),
             })
+    }
+
+    /// Every registered executor, by name.
+    pub fn executors(&self) -> impl Iterator<Item = &Arc<dyn Executor>> {
+        self.executors.values()
     }
 
     /// Registered names.

@@ -33,6 +33,10 @@ pub async fn run(
             "concurrency and prefetch must be at least 1".into(),
         ));
     }
+    let metrics = Arc::new(crate::metrics::WorkerMetrics::new(
+        &config.worker_id,
+        config.concurrency,
+    ));
     let mut served = Vec::new();
     for cap in &config.capabilities {
         names::validate_capability(&cap.name)?;
@@ -53,8 +57,20 @@ pub async fn run(
                  channel and redeliver long tasks unless consumer_timeout is raised (see docs/operations.md)"
             );
         }
+        if cap.timeout.is_none() {
+            // chit sets no run-time limit of its own; the broker has one.
+            tracing::warn!(
+                task_type = %cap.name,
+                consumer_timeout_secs = BROKER_CONSUMER_TIMEOUT.as_secs(),
+                "no run-time limit for this capability: a task running longer than RabbitMQ's \
+                 consumer_timeout (30 min by default) is redelivered while it still runs; set a \
+                 limit (--timeout-secs, timeout_secs in [[capability]], or x-chit-timeout-ms per \
+                 task) or raise consumer_timeout (see docs/operations.md)"
+            );
+        }
         served.push(Arc::new(Served {
             config: cap.clone(),
+            metrics: metrics.for_task_type(&cap.name),
             executor,
         }));
     }
@@ -71,8 +87,12 @@ pub async fn run(
         }
         tracing::warn!(error = %e, "broker not reachable yet; will keep trying");
     }
-    let (receipts, receipts_task) =
-        ReceiptPublisher::spawn(link.clone(), "worker", config.receipts);
+    let (receipts, receipts_task) = ReceiptPublisher::spawn_observed(
+        link.clone(),
+        "worker",
+        config.receipts,
+        Some(metrics.clone()),
+    );
     let (trigger, signal) = shutdown();
     let shared = Arc::new(Shared {
         worker_id: config.worker_id.clone(),
@@ -82,10 +102,16 @@ pub async fn run(
         shutdown: signal.clone(),
     });
     tracing::info!(worker_id = %config.worker_id, concurrency = config.concurrency, "worker starting");
+    // Executors checked again every health interval, for logs and /readyz.
+    let readiness = crate::readiness::Readiness::spawn(
+        served.iter().map(|s| s.executor.clone()).collect(),
+        config.health_interval,
+        signal.clone(),
+    );
     if let Some(addr) = config.health_addr {
         let (link, id, stop) = (link.clone(), config.worker_id.clone(), signal.clone());
         tokio::spawn(async move {
-            if let Err(e) = crate::health::serve(addr, link, id, stop).await {
+            if let Err(e) = crate::health::serve(addr, link, id, readiness, stop).await {
                 tracing::error!(error = %e, %addr, "cannot serve /healthz");
             }
         });
@@ -96,6 +122,12 @@ pub async fn run(
         shared.cancels.clone(),
         signal.clone(),
         caught_up_tx,
+    ));
+    let dead_letter_watch = tokio::spawn(crate::dead_letter_watch::watch(
+        link.clone(),
+        shared.receipts.clone(),
+        config.capabilities.iter().map(|c| c.name.clone()).collect(),
+        signal.clone(),
     ));
     // Read the cancellations of the last day before the first task, so a
     // task cancelled while no worker ran is skipped, not run. Bounded, so a
@@ -126,6 +158,7 @@ pub async fn run(
     }
     trigger.fire();
     let _ = listener.await;
+    let _ = dead_letter_watch.await;
     // Every task has dropped its publisher handle; wait for the last receipts.
     let receipts_abort = receipts_task.abort_handle();
     if tokio::time::timeout(Duration::from_secs(10), receipts_task)

@@ -211,3 +211,28 @@ async fn healthz_names_the_part_that_is_down() {
             .contains("closed")
     );
 }
+
+#[tokio::test]
+async fn a_chain_comes_in_parent_order_whatever_the_clocks_said() {
+    // Issue 13, finding 4: a worker's clock 2 ms behind the publisher's
+    // dated `accepted` before `queued`, and the chain came back that way.
+    let (_dir, app, store, _) = app().await;
+    let mut chain = life("skew", chrono::Utc::now());
+    chain[1].created_at = chain[0].created_at - chrono::Duration::milliseconds(2);
+    store.write_batch(&chain, &[]).await.unwrap();
+    for uri in ["/v1/tasks/skew", "/v1/receipts?task_id=skew"] {
+        let (status, body) = get(&app, uri).await;
+        assert_eq!(status, StatusCode::OK);
+        let list = body
+            .get("chain")
+            .or(body.get("receipts"))
+            .and_then(Value::as_array)
+            .unwrap();
+        let ids: Vec<&str> = list
+            .iter()
+            .map(|r| r["receipt_id"].as_str().unwrap())
+            .collect();
+        let want: Vec<&str> = chain.iter().map(|r| r.receipt_id.as_str()).collect();
+        assert_eq!(ids, want, "{uri}");
+    }
+}

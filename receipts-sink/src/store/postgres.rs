@@ -7,7 +7,7 @@
 //! same order and do not deadlock.
 
 use super::row_rule::{SqlType, SqlValue, Table};
-use super::{Prepared, upsert};
+use super::{Prepared, PruneStats, upsert};
 use crate::error::SinkError;
 use crate::task::TaskDelta;
 use sqlx::PgPool;
@@ -23,13 +23,26 @@ pub(super) async fn open(url: &str) -> Result<PgPool, SinkError> {
         url: url.to_owned(),
         reason: e.to_string(),
     })?;
+    let failed = |reason: String| SinkError::OpenStore {
+        store: crate::group::store_identity(url),
+        reason,
+    };
     let pool = PgPoolOptions::new()
         .max_connections(5)
         .acquire_timeout(Duration::from_secs(10))
         .connect_with(options)
-        .await?;
+        .await
+        .map_err(|e| {
+            failed(match &e {
+                sqlx::Error::Database(db) => db.message().to_owned(),
+                other => other.to_string(),
+            })
+        })?;
     // sqlx holds an advisory lock while migrating, so replicas may start together.
-    MIGRATOR.run(&pool).await?;
+    MIGRATOR
+        .run(&pool)
+        .await
+        .map_err(|e| failed(format!("cannot bring its schema up to date: {e}")))?;
     Ok(pool)
 }
 
@@ -47,8 +60,13 @@ const INSERT_QUARANTINE: &str = "INSERT INTO quarantine (id, reason, raw, receiv
      SELECT u.*, $4 FROM UNNEST($1::text[], $2::text[], $3::text[]) AS u \
      ON CONFLICT (id) DO NOTHING";
 
-/// Writes a batch; returns (receipts inserted, quarantine records inserted).
-pub(super) async fn write(pool: &PgPool, b: &Prepared<'_>) -> Result<(u64, u64), SinkError> {
+/// Writes a batch, or only tries to when `commit` is false (the transaction
+/// is rolled back); returns (receipts inserted, quarantine records inserted).
+pub(super) async fn write(
+    pool: &PgPool,
+    b: &Prepared<'_>,
+    commit: bool,
+) -> Result<(u64, u64), SinkError> {
     let mut tx = pool.begin().await?;
 
     let mut inserted = 0;
@@ -108,8 +126,49 @@ pub(super) async fn write(pool: &PgPool, b: &Prepared<'_>) -> Result<(u64, u64),
             .rows_affected();
     }
 
-    tx.commit().await?;
+    if commit {
+        tx.commit().await?;
+    } else {
+        tx.rollback().await?;
+    }
     Ok((inserted, quarantined))
+}
+
+/// Deletes up to `limit` tasks in one of the `states`, last updated before
+/// `cutoff`, with their receipts, in one transaction. The task rows are
+/// locked first, so a receipt written for one meanwhile waits, then finds
+/// it gone and starts a new row.
+pub(super) async fn prune(
+    pool: &PgPool,
+    states: &[&str],
+    cutoff: &str,
+    limit: i64,
+) -> Result<PruneStats, SinkError> {
+    let mut tx = pool.begin().await?;
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT task_id FROM tasks WHERE state = ANY($1::text[]) AND last_update < $2 \
+         ORDER BY last_update, task_id LIMIT $3 FOR UPDATE",
+    )
+    .bind(states)
+    .bind(cutoff)
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    if ids.is_empty() {
+        return Ok(PruneStats::default());
+    }
+    let receipts = sqlx::query("DELETE FROM receipts WHERE task_id = ANY($1::text[])")
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    let tasks = sqlx::query("DELETE FROM tasks WHERE task_id = ANY($1::text[])")
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    tx.commit().await?;
+    Ok(PruneStats { tasks, receipts })
 }
 
 /// One column of a batch, bound as one array parameter.

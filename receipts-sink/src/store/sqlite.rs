@@ -7,11 +7,12 @@
 //! limit of 32766.
 
 use super::row_rule::SqlValue;
-use super::{Prepared, chunk_len, upsert};
+use super::{Prepared, PruneStats, chunk_len, upsert};
 use crate::error::SinkError;
 use crate::task::TaskDelta;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, SqlitePool};
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -28,6 +29,108 @@ const RECEIPT_COLUMNS: usize = 11;
 const TASK_COLUMNS: usize = TaskDelta::TABLE.columns.len();
 
 pub(super) async fn open(url: &str) -> Result<SqlitePool, SinkError> {
+    let file = file_path(url)?;
+    if let Some(file) = &file {
+        create_parent(file)?;
+    }
+    let opened = connect(url).await;
+    let opened = match opened {
+        Ok(pool) => migrate(&pool).await.map(|()| pool),
+        Err(e) => Err(e),
+    };
+    opened.map_err(|e| match (&file, e) {
+        (Some(file), SinkError::Store(e)) => open_error(file, &e),
+        (Some(file), SinkError::Migrate(e)) => SinkError::OpenStore {
+            store: file.display().to_string(),
+            reason: format!("cannot bring its schema up to date: {e}"),
+        },
+        (_, e) => e,
+    })
+}
+
+/// The file a `sqlite:` URL names, made absolute; `None` for an in-memory
+/// database. A bare relative path (`sqlite://var/lib/chit/receipts.db`) is
+/// refused, since it is almost always a missing slash: a relative path must
+/// say so with `./` or `../`, and is taken from the working directory.
+pub(crate) fn file_path(url: &str) -> Result<Option<PathBuf>, SinkError> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if path == ":memory:" || query.split('&').any(|kv| kv == "mode=memory") {
+        return Ok(None);
+    }
+    let refuse = |reason: String| SinkError::BadStoreUrl {
+        url: url.to_owned(),
+        reason,
+    };
+    if path.is_empty() {
+        return Err(refuse(
+            "it names no file: use sqlite:///ABSOLUTE/PATH or sqlite://./RELATIVE/PATH".into(),
+        ));
+    }
+    let p = Path::new(path);
+    if p.is_relative() && !(path.starts_with("./") || path.starts_with("../")) {
+        return Err(refuse(format!(
+            "{path:?} is a relative path; write sqlite:///{path} for /{path}, or \
+             sqlite://./{path} for a file under the working directory"
+        )));
+    }
+    std::path::absolute(p)
+        .map(Some)
+        .map_err(|e| refuse(format!("cannot resolve {path:?}: {e}")))
+}
+
+/// Creates the directory the SQLite file goes in, if it is missing.
+fn create_parent(file: &Path) -> Result<(), SinkError> {
+    let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).map_err(|e| SinkError::OpenStore {
+        store: file.display().to_string(),
+        reason: format!(
+            "cannot create its directory {}: {e}; create it with write access for this \
+             user, or choose another path",
+            dir.display()
+        ),
+    })?;
+    tracing::info!(dir = %dir.display(), "created the SQLite store's directory");
+    Ok(())
+}
+
+/// An error from opening `file`, said once (SQLite's own text, not sqlx's
+/// wrappers around it), with a hint when SQLite cannot open the file.
+fn open_error(file: &Path, e: &sqlx::Error) -> SinkError {
+    let reason = match e {
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            let mut reason = db.message().to_owned();
+            // SQLITE_CANTOPEN (14) and SQLITE_READONLY (8), with extended codes.
+            if let Ok(n) = code.parse::<i32>()
+                && matches!(n & 0xff, 8 | 14)
+            {
+                let dir = file.parent().unwrap_or(Path::new("/"));
+                reason.push_str(&format!(
+                    " (check that this user can read and write {} and the directory {})",
+                    file.display(),
+                    dir.display()
+                ));
+            }
+            reason
+        }
+        other => other.to_string(),
+    };
+    SinkError::OpenStore {
+        store: file.display().to_string(),
+        reason,
+    }
+}
+
+async fn connect(url: &str) -> Result<SqlitePool, SinkError> {
     let options = SqliteConnectOptions::from_str(url)
         .map_err(|e| SinkError::BadStoreUrl {
             url: url.to_owned(),
@@ -53,7 +156,6 @@ pub(super) async fn open(url: &str) -> Result<SqlitePool, SinkError> {
             .connect_with(options)
             .await?
     };
-    migrate(&pool).await?;
     Ok(pool)
 }
 
@@ -108,8 +210,13 @@ static UPSERT_TASKS: LazyLock<(String, String)> =
 const INSERT_QUARANTINE: &str = "INSERT INTO quarantine (id, reason, raw, received_at) \
      VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING";
 
-/// Writes a batch; returns (receipts inserted, quarantine records inserted).
-pub(super) async fn write(pool: &SqlitePool, b: &Prepared<'_>) -> Result<(u64, u64), SinkError> {
+/// Writes a batch, or only tries to when `commit` is false (the transaction
+/// is rolled back); returns (receipts inserted, quarantine records inserted).
+pub(super) async fn write(
+    pool: &SqlitePool,
+    b: &Prepared<'_>,
+    commit: bool,
+) -> Result<(u64, u64), SinkError> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
 
     let mut inserted = 0;
@@ -175,8 +282,50 @@ pub(super) async fn write(pool: &SqlitePool, b: &Prepared<'_>) -> Result<(u64, u
             .rows_affected();
     }
 
-    tx.commit().await?;
+    if commit {
+        tx.commit().await?;
+    } else {
+        tx.rollback().await?;
+    }
     Ok((inserted, quarantined))
+}
+
+/// Deletes up to `limit` tasks in one of the `states`, last updated before
+/// `cutoff`, with their receipts, in one transaction.
+pub(super) async fn prune(
+    pool: &SqlitePool,
+    states: &[&str],
+    cutoff: &str,
+    limit: i64,
+) -> Result<PruneStats, SinkError> {
+    let states = serde_json::to_string(states).unwrap_or_else(|_| "[]".into());
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT task_id FROM tasks WHERE state IN (SELECT value FROM json_each($1)) \
+         AND last_update < $2 ORDER BY last_update, task_id LIMIT $3",
+    )
+    .bind(&states)
+    .bind(cutoff)
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    if ids.is_empty() {
+        return Ok(PruneStats::default());
+    }
+    let ids = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into());
+    let receipts =
+        sqlx::query("DELETE FROM receipts WHERE task_id IN (SELECT value FROM json_each($1))")
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+    let tasks = sqlx::query("DELETE FROM tasks WHERE task_id IN (SELECT value FROM json_each($1))")
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    tx.commit().await?;
+    Ok(PruneStats { tasks, receipts })
 }
 
 #[cfg(test)]

@@ -469,3 +469,145 @@ async fn in_memory_sqlite_works() {
     store.write_batch(&life("t1", t0()), &[]).await.unwrap();
     assert_eq!(store.receipts("t1").await.unwrap().len(), 6);
 }
+
+/// Issue 13, finding 21: retention deletes old finished chains, whole, and
+/// nothing else.
+async fn prune_scenario(store: &Store) {
+    let now = Utc::now();
+    let old = now - chrono::Duration::days(40);
+    let recent = now - chrono::Duration::days(1);
+    let mk = |task: &str, t: ReceiptType, at: DateTime<Utc>| {
+        let mut r = Receipt::new(task, "command.execute", t, vec![], 1);
+        r.created_at = at;
+        r
+    };
+    let mut batch = life("old-done", old);
+    batch.extend(life("recent-done", recent));
+    batch.extend(life("old-running", old).into_iter().take(2));
+    batch.extend(life("old-dead", old).into_iter().take(3));
+    batch.push(mk(
+        "old-dead",
+        ReceiptType::DeadLettered,
+        old + chrono::Duration::seconds(1),
+    ));
+    batch.push(mk("old-cancelled", ReceiptType::Queued, old));
+    batch.push(mk("old-cancelled", ReceiptType::Cancelled, old));
+    // Enough old finished tasks to take more than one transaction.
+    for i in 0..1500 {
+        let id = format!("bulk-{i}");
+        batch.push(mk(&id, ReceiptType::Queued, old));
+        batch.push(mk(&id, ReceiptType::Success, old));
+    }
+    store.write_batch(&batch, &[]).await.unwrap();
+    let before = store.counts().await.unwrap();
+
+    let stats = store.prune(now - chrono::Duration::days(30)).await.unwrap();
+    assert_eq!(
+        stats,
+        PruneStats {
+            tasks: 1 + 1 + 1500,
+            receipts: 6 + 2 + 3000
+        }
+    );
+    for gone in ["old-done", "old-cancelled", "bulk-0", "bulk-1499"] {
+        assert!(store.task(gone).await.unwrap().is_none(), "{gone}");
+        assert!(store.receipts(gone).await.unwrap().is_empty(), "{gone}");
+    }
+    for (kept, len, state) in [
+        ("recent-done", 6, TaskState::Succeeded),
+        ("old-running", 2, TaskState::Running),
+        ("old-dead", 4, TaskState::DeadLettered),
+    ] {
+        let view = store.task(kept).await.unwrap().expect(kept);
+        assert_eq!((view.chain.len(), view.task.state), (len, state), "{kept}");
+    }
+    let after = store.counts().await.unwrap();
+    assert_eq!(after.tasks, before.tasks - stats.tasks);
+    assert_eq!(after.receipts, before.receipts - stats.receipts);
+    assert_eq!(
+        store.prune(now - chrono::Duration::days(30)).await.unwrap(),
+        PruneStats::default(),
+        "a second run finds nothing"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_retention_deletes_only_old_finished_chains() {
+    let (_dir, store) = sqlite_store().await;
+    prune_scenario(&store).await;
+}
+
+#[tokio::test]
+async fn postgres_retention_deletes_only_old_finished_chains() {
+    let db = PgDb::create().await;
+    let store = Store::open(&db.url).await.unwrap();
+    prune_scenario(&store).await;
+    store.close().await;
+}
+
+/// The probe write that tells a refused batch from a refusing store leaves
+/// nothing behind, and fails when the store takes no receipt at all.
+#[tokio::test]
+async fn the_probe_write_is_rolled_back_and_fails_on_a_refusing_store() {
+    let (_dir, sqlite) = sqlite_store().await;
+    sqlite.check_writable().await.unwrap();
+    assert_eq!(sqlite.counts().await.unwrap(), StoreCounts::default());
+
+    let db = PgDb::create().await;
+    let pg = Store::open(&db.url).await.unwrap();
+    pg.check_writable().await.unwrap();
+    assert_eq!(pg.counts().await.unwrap(), StoreCounts::default());
+    if let Backend::Postgres(pool) = &pg.backend {
+        sqlx::query("ALTER TABLE receipts ADD CONSTRAINT refuse_all CHECK (false) NOT VALID")
+            .execute(pool)
+            .await
+            .unwrap();
+    }
+    let err = pg.check_writable().await.unwrap_err();
+    assert!(!err.is_transient(), "{err}");
+    pg.close().await;
+}
+
+/// Issue 13, finding 9: a SQLite file in a missing directory is created; a
+/// failure names the path once; a bare relative path is refused.
+#[tokio::test]
+async fn sqlite_files_get_their_directory_and_errors_name_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let deep = dir.path().join("a/b/receipts.db");
+    let store = Store::open(&format!("sqlite://{}", deep.display()))
+        .await
+        .unwrap();
+    store.close().await;
+    assert!(deep.exists());
+
+    let file = dir.path().join("plain-file");
+    std::fs::write(&file, b"").unwrap();
+    let blocked = file.join("receipts.db");
+    let err = Store::open(&format!("sqlite://{}", blocked.display()))
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, SinkError::OpenStore { .. }), "{text}");
+    assert_eq!(
+        text.matches(&*blocked.display().to_string()).count(),
+        1,
+        "{text}"
+    );
+
+    for bad in [
+        "sqlite://var/lib/chit/receipts.db",
+        "sqlite:receipts.db",
+        "sqlite://",
+    ] {
+        let err = Store::open(bad).await.unwrap_err();
+        assert!(matches!(err, SinkError::BadStoreUrl { .. }), "{bad}: {err}");
+    }
+    let err = Store::open("sqlite://var/lib/chit/receipts.db")
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("sqlite:///var/lib/chit/receipts.db"),
+        "{err}"
+    );
+}

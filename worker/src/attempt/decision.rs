@@ -2,10 +2,14 @@
 //!
 //! [`preflight`] says whether a delivery may run at all, with a [`Refusal`]
 //! by kind when not. [`plan`] turns the execution's result into a [`Plan`]:
-//! the copy to publish (a retry into a delay queue, or a dead letter), the
+//! the copy to publish (a retry into a delay queue, a dead letter, or an
+//! attempt the worker's shutdown interrupted, back to the task queue), the
 //! receipts that announce the ending, and how to settle the lease. The
 //! attempt carries a plan out in the order docs/protocol.md fixes: the copy
-//! confirmed, then the receipts confirmed, then the ack.
+//! confirmed, then the receipts confirmed, then the ack. A run that is not
+//! done yet is planned in `poll`.
+
+mod poll;
 
 use crate::cancel::Cancelled;
 use crate::executor::{ExecError, ExecErrorKind, Outcome};
@@ -36,9 +40,6 @@ pub(crate) enum Refusal {
     /// The body cannot be decoded: dead-lettered.
     #[error("{0}")]
     Payload(broker_topology::Error),
-    /// The worker is stopping: back to the queue, without a receipt.
-    #[error("worker shut down before the task started")]
-    ShuttingDown,
 }
 
 impl From<Refusal> for ExecError {
@@ -47,7 +48,6 @@ impl From<Refusal> for ExecError {
             Refusal::Cancelled(how) => ExecError::from_cancel(how.reason()),
             Refusal::Envelope(_) | Refusal::Payload(_) => ExecError::invalid(r.to_string()),
             Refusal::Poison { .. } => ExecError::new(ExecErrorKind::Permanent, r.to_string()),
-            Refusal::ShuttingDown => ExecError::new(ExecErrorKind::Interrupted, r.to_string()),
         }
     }
 }
@@ -123,6 +123,9 @@ pub(crate) enum Destination {
     Delay { delay_ms: u64 },
     /// The capability's dead-letter exchange.
     DeadLetter,
+    /// The capability's task queue, at once: an attempt the worker's
+    /// shutdown interrupted runs again as the next one.
+    TaskQueue,
 }
 
 /// What becomes of the lease.
@@ -131,8 +134,6 @@ pub(crate) enum Settlement {
     /// Ack once the receipts are confirmed; left unsettled if they are not,
     /// so the broker redelivers.
     AckWhenConfirmed,
-    /// Give the delivery back to its queue now.
-    Requeue,
     /// Leave it: its channel died, the broker redelivers it, and a copy
     /// would split the task in two.
     Leave,
@@ -153,7 +154,10 @@ pub(crate) fn plan(f: &Facts<'_>, result: Result<Outcome, ExecError>) -> Plan {
         settle,
     };
     let err = match result {
-        Ok(o) => {
+        Ok(mut o) => {
+            if let Some(progress) = o.in_progress.take() {
+                return poll::plan(f, o, progress);
+            }
             let r = receipt(ReceiptType::Success, parent)
                 .with_body(o.body)
                 .with_artifacts(o.artifacts);
@@ -162,8 +166,15 @@ pub(crate) fn plan(f: &Facts<'_>, result: Result<Outcome, ExecError>) -> Plan {
         Err(e) => e,
     };
     match err.kind {
-        ExecErrorKind::Interrupted => {
-            return ending("interrupted", Some(err), None, vec![], Settlement::Requeue);
+        ExecErrorKind::Interrupted if f.lease_usable => {
+            let (copy, receipts) = interrupted(f, env, &err, parent);
+            return ending(
+                "interrupted",
+                Some(err),
+                Some(copy),
+                receipts,
+                Settlement::AckWhenConfirmed,
+            );
         }
         ExecErrorKind::Cancelled => {
             let r = receipt(ReceiptType::Cancelled, parent).with_body(json!({
@@ -234,6 +245,49 @@ pub(crate) fn plan(f: &Facts<'_>, result: Result<Outcome, ExecError>) -> Plan {
         vec![failure, announce],
         Settlement::AckWhenConfirmed,
     )
+}
+
+/// An attempt stopped by the worker's shutdown: `failure` (reason
+/// `interrupted`) and `retry_scheduled` (no delay), and a copy straight back
+/// to the task queue as the next attempt. Neither budget is spent: the copy
+/// is a new message, so its `x-delivery-count` starts again, and it gets one
+/// more attempt in `x-chit-max-attempts`, so a shutdown never makes a
+/// task's last attempt and never dead-letters it.
+fn interrupted(
+    f: &Facts<'_>,
+    env: &TaskEnvelope,
+    err: &ExecError,
+    parent: Vec<String>,
+) -> (TaskCopy, Vec<Receipt>) {
+    let receipt = |t: ReceiptType, parents: Vec<String>| {
+        Receipt::new(&env.task_id, &env.task_type, t, parents, env.attempt).with_worker(f.worker_id)
+    };
+    let policy = effective_policy(&f.policy, env);
+    let mut body = failure_body(err, true, env.attempt, policy.max_attempts);
+    body["retryable"] = json!(true);
+    let failure = receipt(ReceiptType::Failure, parent)
+        .with_body(body)
+        .with_artifacts(err.artifacts.clone());
+    let scheduled = receipt(
+        ReceiptType::RetryScheduled,
+        vec![failure.receipt_id.clone()],
+    )
+    .with_body(json!({
+        "delay_ms": 0,
+        "next_attempt": env.attempt + 1,
+        "error": err.message,
+        "reason": err.kind.as_str(),
+    }));
+    let mut next = env.clone();
+    next.attempt += 1;
+    next.max_attempts = Some(policy.max_attempts.saturating_add(1));
+    next.parent_receipt_id = Some(scheduled.receipt_id.clone());
+    let copy = TaskCopy {
+        to: Destination::TaskQueue,
+        envelope: next,
+        last_error: None,
+    };
+    (copy, vec![failure, scheduled])
 }
 
 fn failure_body(err: &ExecError, retry: bool, attempt: u32, max_attempts: u32) -> Value {
@@ -313,6 +367,7 @@ mod tests {
             Ok(Outcome {
                 body: json!({"exit_code": 0}),
                 artifacts: vec![artifact.clone()],
+                ..Outcome::default()
             }),
         );
         assert_eq!(types(&p), [ReceiptType::Success]);
@@ -339,17 +394,41 @@ mod tests {
     }
 
     #[test]
-    fn interrupted_by_shutdown_goes_back_to_the_queue_without_a_receipt() {
-        let e = env(2);
+    fn an_attempt_interrupted_by_shutdown_runs_again_without_spending_a_budget() {
+        // The last attempt: a failure now would be dead-lettered.
+        let e = env(3);
         let p = plan(
             &facts(&e),
             Err(ExecError::from_cancel(CancelReason::Shutdown)),
         );
-        assert!(p.receipts.is_empty() && p.copy.is_none());
-        assert_eq!(p.settle, Settlement::Requeue);
-        // Even before it started.
-        let p = plan(&facts(&e), Err(Refusal::ShuttingDown.into()));
-        assert_eq!(p.settle, Settlement::Requeue);
+        assert_eq!(
+            types(&p),
+            [ReceiptType::Failure, ReceiptType::RetryScheduled]
+        );
+        let (failure, scheduled) = (&p.receipts[0], &p.receipts[1]);
+        assert_eq!(failure.parent_receipt_ids, ["accepted-1"]);
+        assert_eq!(failure.body["reason"], "interrupted");
+        assert_eq!(failure.body["retryable"], true);
+        assert_eq!(failure.body["will_retry"], true);
+        assert_eq!(scheduled.body["delay_ms"], 0);
+        assert_eq!(scheduled.body["next_attempt"], 4);
+        let copy = p.copy.expect("a copy back to the task queue");
+        assert_eq!(copy.to, Destination::TaskQueue);
+        assert_eq!(copy.envelope.attempt, 4);
+        assert_eq!(copy.envelope.max_attempts, Some(4), "one more attempt");
+        assert_eq!(
+            copy.envelope.parent_receipt_id.as_deref(),
+            Some(scheduled.receipt_id.as_str())
+        );
+        assert_eq!(p.settle, Settlement::AckWhenConfirmed);
+        // With its channel gone, the broker has it back already.
+        let f = Facts {
+            lease_usable: false,
+            ..facts(&e)
+        };
+        let p = plan(&f, Err(ExecError::from_cancel(CancelReason::Shutdown)));
+        assert!(p.copy.is_none() && p.receipts.is_empty());
+        assert_eq!(p.settle, Settlement::Leave);
     }
 
     #[test]

@@ -6,6 +6,11 @@
 //! cancel stops the command together with everything it started, and with a
 //! [`guard`] that kills the group should the worker die.
 //!
+//! What it may run, with which environment, as which user, under which
+//! rlimits and in which sandbox is its [`ProcessPolicy`] (from
+//! `[executor.NAME] kind = "command"`; the built-in `command.execute` has
+//! none), applied by [`super::process`] before the child starts.
+//!
 //! The executor keeps no clock: the worker runs the one timer of an attempt
 //! (fed by [`Executor::time_limit`], here the payload's `timeout_secs`) and
 //! cancels with [`CancelReason::Timeout`]; the executor then stops the group.
@@ -15,23 +20,24 @@ use crate::executor::{
 };
 use async_trait::async_trait;
 use broker_topology::Artifact;
+use broker_topology::payload_schema::PayloadSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::process::Command;
+use tokio::io::AsyncWriteExt;
 
-mod guard;
+// The exec executor runs its programs the same way.
+pub(super) mod guard;
 
+use super::process::{self, ChildSpec, ProcessPolicy, Program, output};
 use guard::Guard;
+use std::sync::Arc;
 
-/// Output kept per stream; the rest is dropped (and counted).
-const MAX_CAPTURE: usize = 1 << 20;
 /// Stderr tail put into failure receipts.
-const STDERR_TAIL: usize = 2048;
+pub(super) const STDERR_TAIL: usize = 2048;
 
 /// The `command.execute` payload.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -62,6 +68,13 @@ pub struct CommandPayload {
 
 impl CommandPayload {
     fn parse(payload: &Value) -> Result<Self, ExecError> {
+        // The published schema first, so the worker refuses exactly what
+        // `chit publish` refuses, in the same words.
+        if let Some(schema) = PayloadSchema::builtin("command.execute") {
+            schema
+                .check(payload)
+                .map_err(|e| ExecError::invalid(e.to_string()))?;
+        }
         let p: CommandPayload = serde_json::from_value(payload.clone())
             .map_err(|e| ExecError::invalid(format!("command.execute payload: {e}")))?;
         if p.command.trim().is_empty() {
@@ -90,12 +103,32 @@ impl CommandPayload {
 pub struct CommandExecutor {
     /// Time between SIGTERM and SIGKILL when a task is stopped.
     pub kill_grace: Duration,
+    name: String,
+    policy: Arc<ProcessPolicy>,
 }
 
 impl Default for CommandExecutor {
     fn default() -> Self {
+        CommandExecutor::new(crate::WorkerConfig::DEFAULT_KILL_GRACE)
+    }
+}
+
+impl CommandExecutor {
+    /// The built-in `command.execute`: no policy (see
+    /// [`ProcessPolicy::unrestricted`]).
+    pub fn new(kill_grace: Duration) -> Self {
+        CommandExecutor::with_policy(
+            "command.execute",
+            ProcessPolicy::unrestricted("command.execute", kill_grace),
+        )
+    }
+
+    /// Executor `name` of kind `command`, under `policy`.
+    pub fn with_policy(name: impl Into<String>, policy: ProcessPolicy) -> Self {
         CommandExecutor {
-            kill_grace: crate::WorkerConfig::DEFAULT_KILL_GRACE,
+            kill_grace: policy.kill_grace(),
+            name: name.into(),
+            policy: Arc::new(policy),
         }
     }
 }
@@ -103,7 +136,11 @@ impl Default for CommandExecutor {
 #[async_trait]
 impl Executor for CommandExecutor {
     fn name(&self) -> &str {
-        "command.execute"
+        &self.name
+    }
+
+    fn kind(&self) -> &str {
+        "command"
     }
 
     fn validate(&self, payload: &Value) -> Result<(), ExecError> {
@@ -124,37 +161,38 @@ impl Executor for CommandExecutor {
         mut cancel: Cancellation,
     ) -> Result<Outcome, ExecError> {
         let p = CommandPayload::parse(&payload)?;
-        let mut cmd = match &p.args {
-            None => {
-                let mut c = Command::new("sh");
-                c.arg("-c").arg(&p.command);
-                c
-            }
-            Some(args) => {
-                let mut c = Command::new(&p.command);
-                c.args(args);
-                c
-            }
-        };
-        cmd.envs(&p.env)
-            .env("CHIT_TASK_ID", &ctx.task_id)
-            .env("CHIT_TASK_TYPE", &ctx.task_type)
-            .env("CHIT_ATTEMPT", ctx.attempt.to_string())
-            .stdin(if p.stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
+        let mut chit_env = vec![
+            ("CHIT_TASK_ID", ctx.task_id.clone()),
+            ("CHIT_TASK_TYPE", ctx.task_type.clone()),
+            ("CHIT_ATTEMPT", ctx.attempt.to_string()),
+        ];
         if let Some(tp) = &ctx.traceparent {
-            cmd.env("TRACEPARENT", tp);
+            chit_env.push(("TRACEPARENT", tp.clone()));
         }
-        if let Some(dir) = &p.working_dir {
-            cmd.current_dir(dir);
-        }
+        let program = match &p.args {
+            None => Program::Shell(&p.command),
+            Some(args) => Program::Direct {
+                program: &p.command,
+                args,
+            },
+        };
+        // Refused by the policy: a failure naming the rule, never retried.
+        let (mut cmd, _scratch) = self
+            .policy
+            .prepare(&ChildSpec {
+                program,
+                env: &p.env,
+                chit_env: &chit_env,
+                working_dir: p.working_dir.as_deref(),
+            })?
+            .into_parts();
+        cmd.stdin(if p.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         let guard = Guard::arm(&mut cmd).map_err(|e| {
             ExecError::new(
                 ExecErrorKind::Unavailable,
@@ -186,15 +224,16 @@ impl Executor for CommandExecutor {
                 let _ = stdin.write_all(text.as_bytes()).await;
             });
         }
-        let stdout = tokio::spawn(capture(child.stdout.take()));
-        let stderr = tokio::spawn(capture(child.stderr.take()));
+        let cap = self.policy.output_cap();
+        let stdout = tokio::spawn(output::capture(child.stdout.take(), cap));
+        let stderr = tokio::spawn(output::capture(child.stderr.take(), cap));
 
         let mut stopped: Option<CancelReason> = None;
         let status = tokio::select! {
             status = child.wait() => status,
             reason = cancel.cancelled() => {
                 stopped = Some(reason);
-                self.stop_group(pgid, reason, &mut child, &mut cancel).await
+                stop_group(self.kill_grace, pgid, reason, &mut child, &mut cancel).await
             }
         }
         .map_err(|e| {
@@ -210,8 +249,10 @@ impl Executor for CommandExecutor {
         guard.release().await;
         let duration_ms = started.elapsed().as_millis() as u64;
         // A grandchild that escaped the group may still hold the pipes open.
-        let (out, out_dropped) = join_capture(stdout).await;
-        let (err, err_dropped) = join_capture(stderr).await;
+        // Cut streams end with a marker saying how much was dropped.
+        let (out, err) = (output::join(stdout).await, output::join(stderr).await);
+        let (out_bytes, err_bytes) = (out.total(), err.total());
+        let (out, err) = (out.text("stdout"), err.text("stderr"));
         let exit_code = status.code();
         let signal = std::os::unix::process::ExitStatusExt::signal(&status);
 
@@ -245,8 +286,8 @@ impl Executor for CommandExecutor {
             "exit_code": exit_code,
             "signal": signal,
             "duration_ms": duration_ms,
-            "stdout_bytes": out.len() + out_dropped,
-            "stderr_bytes": err.len() + err_dropped,
+            "stdout_bytes": out_bytes,
+            "stderr_bytes": err_bytes,
             "stderr_tail": tail(&err, STDERR_TAIL),
         });
         if let Some(reason) = stopped {
@@ -266,6 +307,7 @@ impl Executor for CommandExecutor {
             Some(0) => Ok(Outcome {
                 body: summary,
                 artifacts,
+                ..Outcome::default()
             }),
             Some(code) => {
                 // 126/127: the shell could not find or run the program; a retry cannot help.
@@ -282,7 +324,10 @@ impl Executor for CommandExecutor {
             None => {
                 let mut e = ExecError::new(
                     ExecErrorKind::Failed,
-                    format!("command killed by signal {signal:?}"),
+                    format!(
+                        "command killed by signal {signal:?}{}",
+                        process::signal_hint(signal)
+                    ),
                 )
                 .with_details(summary);
                 e.artifacts = artifacts;
@@ -292,49 +337,33 @@ impl Executor for CommandExecutor {
     }
 
     async fn health_check(&self) -> Result<(), ExecError> {
-        let status = Command::new("sh")
-            .arg("-c")
-            .arg("true")
-            .status()
-            .await
-            .map_err(|e| {
-                ExecError::new(ExecErrorKind::Unavailable, format!("cannot run sh: {e}"))
-            })?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(ExecError::new(
-                ExecErrorKind::Unavailable,
-                "sh -c true failed",
-            ))
-        }
+        // A shell started as a task's would be: user, limits, sandbox.
+        self.policy.health().await
     }
 }
 
-impl CommandExecutor {
-    /// SIGTERM the group, then SIGKILL after the grace period (at once if forced).
-    async fn stop_group(
-        &self,
-        pgid: Option<i32>,
-        reason: CancelReason,
-        child: &mut tokio::process::Child,
-        cancel: &mut Cancellation,
-    ) -> std::io::Result<std::process::ExitStatus> {
-        if reason == (CancelReason::Cancelled { force: true }) {
+/// SIGTERM the group, then SIGKILL after the grace period (at once if forced).
+pub(super) async fn stop_group(
+    kill_grace: Duration,
+    pgid: Option<i32>,
+    reason: CancelReason,
+    child: &mut tokio::process::Child,
+    cancel: &mut Cancellation,
+) -> std::io::Result<std::process::ExitStatus> {
+    if reason == (CancelReason::Cancelled { force: true }) {
+        kill_group(pgid, libc::SIGKILL);
+        return child.wait().await;
+    }
+    kill_group(pgid, libc::SIGTERM);
+    tokio::select! {
+        status = child.wait() => status,
+        _ = tokio::time::sleep(kill_grace) => {
             kill_group(pgid, libc::SIGKILL);
-            return child.wait().await;
+            child.wait().await
         }
-        kill_group(pgid, libc::SIGTERM);
-        tokio::select! {
-            status = child.wait() => status,
-            _ = tokio::time::sleep(self.kill_grace) => {
-                kill_group(pgid, libc::SIGKILL);
-                child.wait().await
-            }
-            _ = forced(cancel) => {
-                kill_group(pgid, libc::SIGKILL);
-                child.wait().await
-            }
+        _ = forced(cancel) => {
+            kill_group(pgid, libc::SIGKILL);
+            child.wait().await
         }
     }
 }
@@ -348,7 +377,7 @@ async fn forced(cancel: &mut Cancellation) {
 }
 
 #[allow(unsafe_code)]
-fn kill_group(pgid: Option<i32>, signal: i32) {
+pub(super) fn kill_group(pgid: Option<i32>, signal: i32) {
     if let Some(pgid) = pgid.filter(|p| *p > 0) {
         // SAFETY: kill(2) with a negative pid signals a process group; no memory is touched.
         unsafe {
@@ -357,34 +386,7 @@ fn kill_group(pgid: Option<i32>, signal: i32) {
     }
 }
 
-async fn capture<R: AsyncRead + Unpin>(reader: Option<R>) -> (Vec<u8>, usize) {
-    let Some(mut reader) = reader else {
-        return (Vec::new(), 0);
-    };
-    let mut kept = Vec::new();
-    let mut dropped = 0usize;
-    let mut buf = [0u8; 8192];
-    loop {
-        match reader.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                let room = MAX_CAPTURE.saturating_sub(kept.len());
-                kept.extend_from_slice(&buf[..n.min(room)]);
-                dropped += n.saturating_sub(room);
-            }
-        }
-    }
-    (kept, dropped)
-}
-
-async fn join_capture(h: tokio::task::JoinHandle<(Vec<u8>, usize)>) -> (String, usize) {
-    match tokio::time::timeout(Duration::from_secs(2), h).await {
-        Ok(Ok((bytes, dropped))) => (String::from_utf8_lossy(&bytes).into_owned(), dropped),
-        _ => (String::new(), 0),
-    }
-}
-
-fn tail(s: &str, max: usize) -> &str {
+pub(super) fn tail(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
     }
@@ -420,6 +422,8 @@ mod tests {
             worker_id: "w".into(),
             timeout: None,
             traceparent: None,
+            polls: 0,
+            previous_output: None,
         }
     }
 
@@ -440,6 +444,13 @@ mod tests {
             .unwrap_err();
         assert!(err.message.contains("timeout_secs"), "{err}");
         assert_eq!(err.kind, ExecErrorKind::InvalidPayload);
+        // What `chit publish` refuses, the worker refuses too: an array is
+        // not a payload, and a limit too large for a Duration is no limit.
+        let err = e.validate(&json!(["echo hi"])).unwrap_err();
+        assert!(err.message.contains("is not of type \"object\""), "{err}");
+        let huge = json!({"command": "x", "timeout_secs": 1e20});
+        assert!(e.validate(&huge).is_err());
+        assert_eq!(e.time_limit(&huge), None);
     }
 
     #[tokio::test]
@@ -543,9 +554,7 @@ mod tests {
             "sh -c 'trap \"\" TERM; echo $$ > {}; sleep 60' & sleep 60",
             pidfile.display()
         );
-        let exec = CommandExecutor {
-            kill_grace: Duration::from_millis(200),
-        };
+        let exec = CommandExecutor::new(Duration::from_millis(200));
         // The payload's limit, run by the attempt's timer as the worker does.
         let payload = json!({"command": cmd, "timeout_secs": 0.5});
         let limit = time_limit::effective(None, None, exec.time_limit(&payload));
@@ -623,9 +632,7 @@ mod tests {
     #[tokio::test]
     async fn forced_cancel_kills_at_once() {
         let (tx, rx) = cancellation();
-        let exec = CommandExecutor {
-            kill_grace: Duration::from_secs(30),
-        };
+        let exec = CommandExecutor::new(Duration::from_secs(30));
         let run = tokio::spawn(async move {
             exec.execute(&ctx(), json!({"command": "trap '' TERM; sleep 30"}), rx)
                 .await

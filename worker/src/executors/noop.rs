@@ -5,12 +5,31 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 /// Does nothing, successfully.
-#[derive(Debug, Default)]
-pub struct NoopExecutor;
+#[derive(Debug)]
+pub struct NoopExecutor {
+    name: String,
+}
+
+impl NoopExecutor {
+    /// A noop executor under another name, as `[executor.NAME] kind = "noop"`.
+    pub fn named(name: impl Into<String>) -> Self {
+        NoopExecutor { name: name.into() }
+    }
+}
+
+impl Default for NoopExecutor {
+    fn default() -> Self {
+        NoopExecutor::named("noop")
+    }
+}
 
 #[async_trait]
 impl Executor for NoopExecutor {
     fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> &str {
         "noop"
     }
 

@@ -46,7 +46,7 @@ const POLL: libc::timespec = libc::timespec {
 const WORKER_GONE: libc::c_int = libc::SIGUSR1;
 
 /// A running guard. Dropping it kills it.
-pub(super) struct Guard {
+pub(in crate::executors) struct Guard {
     #[cfg(target_os = "linux")]
     process: tokio::process::Child,
     /// The pipe's write end: the command inherits it and reports its pid on
@@ -60,7 +60,7 @@ impl Guard {
     /// Starts a guard, and sets `cmd` up to report its process group to it.
     /// `cmd` must run in a process group of its own (`process_group(0)`).
     #[cfg(target_os = "linux")]
-    pub(super) fn arm(cmd: &mut Command) -> io::Result<Guard> {
+    pub(in crate::executors) fn arm(cmd: &mut Command) -> io::Result<Guard> {
         use std::os::fd::AsRawFd;
         let (listen, report) = std::io::pipe()?;
         let process = spawn_guard(listen.as_raw_fd())?;
@@ -75,12 +75,12 @@ impl Guard {
 
     /// Without a parent-death signal there is no guard.
     #[cfg(not(target_os = "linux"))]
-    pub(super) fn arm(_cmd: &mut Command) -> io::Result<Guard> {
+    pub(in crate::executors) fn arm(_cmd: &mut Command) -> io::Result<Guard> {
         Ok(Guard {})
     }
 
     /// The command has ended (and been reaped): stops the guard.
-    pub(super) async fn release(self) {
+    pub(in crate::executors) async fn release(self) {
         #[cfg(target_os = "linux")]
         {
             let mut g = self;
