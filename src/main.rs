@@ -9,17 +9,21 @@
 //!   file and the crates' defaults into the crates' config types.
 //! - [`api_client`]: GETs from the receipts sink's HTTP API.
 //! - [`signal`]: SIGTERM / ctrl-c for the long-running commands.
+//! - [`telemetry`]: logs (text or JSON) and OTLP trace export.
 
 mod api_client;
 mod cmd;
 mod settings;
 mod signal;
+mod telemetry;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use cmd::manifest::ManifestArgs;
 use cmd::{
     BrokerArgs, cancel::CancelArgs, dev::DevArgs, dlq::DlqAction, publish::PublishArgs,
     sink::SinkArgs, task::TaskAction, topology::TopologyAction, worker::WorkerArgs,
+    workers::WorkersArgs,
 };
 use settings::Settings;
 use std::path::PathBuf;
@@ -35,6 +39,19 @@ struct Cli {
     /// Config file (TOML) [default: ~/.config/chit/chit.toml, when it exists]
     #[arg(long, env = "CHIT_CONFIG", global = true)]
     config: Option<PathBuf>,
+    /// Log line format on stderr
+    #[arg(
+        long,
+        value_enum,
+        env = "CHIT_LOG_FORMAT",
+        default_value = "text",
+        global = true
+    )]
+    log_format: telemetry::LogFormat,
+    /// Log level or filter (`debug`, `info,worker=debug`); overrides
+    /// CHIT_LOG and RUST_LOG [default: info for worker, sink and dev, else warn]
+    #[arg(long, value_name = "LEVEL", global = true)]
+    log_level: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -74,6 +91,11 @@ enum Command {
         #[command(subcommand)]
         action: TaskAction,
     },
+    /// Live workers, from their heartbeats (through the sink's API).
+    Workers {
+        #[command(flatten)]
+        args: WorkersArgs,
+    },
     /// Cancel a task: skipped if still queued, stopped if running.
     Cancel {
         #[command(flatten)]
@@ -95,6 +117,12 @@ enum Command {
         #[command(flatten)]
         args: DevArgs,
     },
+    /// Print what a worker with this config would serve: capabilities,
+    /// executors, retry policies, payload schemas (YAML or JSON).
+    Manifest {
+        #[command(flatten)]
+        args: ManifestArgs,
+    },
 }
 
 impl Command {
@@ -104,6 +132,17 @@ impl Command {
             self,
             Command::Worker { .. } | Command::Sink { .. } | Command::Dev { .. }
         )
+    }
+
+    /// The `service.name` of its traces, unless `OTEL_SERVICE_NAME` says.
+    fn service_name(&self) -> &'static str {
+        match self {
+            Command::Worker { .. } => "chit-worker",
+            Command::Sink { .. } => "chit-sink",
+            Command::Publish { .. } => "chit-publish",
+            Command::Dev { .. } => "chit-dev",
+            _ => "chit",
+        }
     }
 
     /// `--amqp-url` / `CHIT_AMQP_URL`, for the commands that have it.
@@ -116,7 +155,8 @@ impl Command {
             | Command::Cancel { broker, .. }
             | Command::Dlq { broker, .. }
             | Command::Dev { broker, .. } => broker.amqp_url.clone(),
-            Command::Task { .. } => None,
+            Command::Manifest { .. } => None,
+            Command::Task { .. } | Command::Workers { .. } => None,
         }
     }
 }
@@ -125,39 +165,31 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Long-running parts log their lifecycle; one-shot commands only problems.
     let long_running = cli.command.is_long_running();
-    init_tracing(if long_running { "info" } else { "warn" });
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    match runtime.block_on(run(cli)) {
+    let telemetry = telemetry::Telemetry::init(
+        cli.log_format,
+        cli.log_level.as_deref(),
+        if long_running { "info" } else { "warn" },
+        cli.command.service_name(),
+        runtime.handle(),
+    );
+    let telemetry = match telemetry {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Logs to stderr at `level`, or as `CHIT_LOG` (then `RUST_LOG`) says. The
-/// filters for noisy dependencies stay unless the variable names them itself,
-/// and colours are used only on a terminal.
-fn init_tracing(level: &str) {
-    let wanted = std::env::var("CHIT_LOG")
-        .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| level.to_owned());
-    let mut directives = wanted.clone();
-    for quiet in ["lapin=off", "sqlx=warn"] {
-        let target = quiet.split('=').next().unwrap_or(quiet);
-        if !wanted.contains(target) {
-            directives.push(',');
-            directives.push_str(quiet);
-        }
-    }
-    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    };
+    // While the runtime still runs: the last spans go out through it.
+    telemetry.shutdown();
+    code
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
@@ -171,9 +203,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Worker { args, .. } => cmd::worker::run(&settings, args).await,
         Command::Sink { args, .. } => cmd::sink::run(&settings, args).await,
         Command::Task { action } => cmd::task::run(&settings, action).await,
+        Command::Workers { args } => cmd::workers::run(&settings, args).await,
         Command::Cancel { args, .. } => cmd::cancel::run(&settings, args).await,
         Command::Dlq { action, .. } => cmd::dlq::run(&settings, action).await,
         Command::Dev { args, .. } => cmd::dev::run(&settings, args).await,
+        Command::Manifest { args } => cmd::manifest::run(&settings, args).await,
     }
 }
 

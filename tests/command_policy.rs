@@ -113,6 +113,8 @@ async fn the_environment_is_scrubbed_to_the_passthrough_list() {
         "GREETING",
         "KEEP_ME",
         "PATH",
+        // chit's own: every task has a trace context, handed to its child.
+        "TRACEPARENT",
     ]
     .into();
     assert_eq!(vars, expected, "{stdout}");

@@ -135,6 +135,29 @@ async fn the_bash_jq_greet_worker_runs_through_exec() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_go_greet_worker_runs_through_exec() {
+    let dir = tempfile::tempdir().unwrap();
+    let binary = dir.path().join("greet");
+    // GOCACHE in the temporary directory: the build needs no network and
+    // leaves nothing behind.
+    let build = std::process::Command::new("go")
+        .args(["build", "-o"])
+        .arg(&binary)
+        .arg(example("greet.go"))
+        .env("GOCACHE", dir.path().join("cache"))
+        .env("GOPATH", dir.path().join("gopath"))
+        .env("GO111MODULE", "off")
+        .output()
+        .expect("go must be on PATH (deploy/local/ensure-services.sh installs golang-go)");
+    assert!(
+        build.status.success(),
+        "go build: {}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    greets("greet.go", &[binary.to_str().unwrap()]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn failed_is_retried_with_its_reason_and_terminal_failure_is_not() {
     let s = setup(&["misbehave.failed"]).await;
     let _w = exec_worker(

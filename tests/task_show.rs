@@ -102,6 +102,8 @@ async fn show_right_after_publish_finds_the_task_through_api_localhost_port() {
     let kinds: Vec<&str> = tree
         .lines()
         .skip(1)
+        // Indented lines under the summary (`trace: ...`) are not receipts.
+        .filter(|l| !l.starts_with(' '))
         .filter_map(|l| l.split(' ').next())
         .collect();
     assert_eq!(

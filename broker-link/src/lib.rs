@@ -16,6 +16,9 @@
 //! - [`management`]: the optional management HTTP API, for the figures AMQP
 //!   does not give (stream consumers, queues declared on demand).
 //! - [`time`]: small timing helpers.
+//! - [`trace_context`]: trace context between `tracing` spans,
+//!   OpenTelemetry and message headers; off, and free, unless the binary
+//!   installs an exporter.
 //! - `error`: [`LinkError`], each kind saying whether to retry.
 //!
 //! The wire contract (names, declarations, envelope, receipts) is
@@ -31,6 +34,7 @@ pub mod management;
 pub mod publish;
 pub mod receipts;
 pub mod time;
+pub mod trace_context;
 
 pub use connect::{Backoff, DEFAULT_AMQP_URL, connect, redact};
 pub use declare::Declare;

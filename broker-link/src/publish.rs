@@ -4,7 +4,8 @@
 //! [`PendingConfirm`] whose [`PublishOutcome`] says what the broker did with
 //! it. Pipelined publishers (tasks, receipt batches) call it directly;
 //! [`BrokerLink::publish_confirmed`] publishes one message and waits, on a
-//! channel where it is alone, so a return is always its own.
+//! channel where it is alone, so a return is always its own. Both write the
+//! trace context of the span they are called in, when tracing is on.
 
 use crate::error::LinkError;
 use crate::link::{BrokerLink, Session, open_publisher};
@@ -96,7 +97,12 @@ impl IntoFuture for PendingConfirm {
 /// Publishes `message` on `channel`, which must be in confirm mode. An error
 /// means the message was not sent (the channel is dead); otherwise the
 /// returned [`PendingConfirm`] tells what became of it.
+///
+/// With tracing on, the message goes out with the current span's
+/// `traceparent` and `tracestate` (see [`crate::trace_context`]).
 pub async fn send(channel: &Channel, message: &Outgoing<'_>) -> Result<PendingConfirm, LinkError> {
+    let properties = crate::trace_context::inject_current(&message.properties)
+        .unwrap_or_else(|| message.properties.clone());
     let confirm = channel
         .basic_publish(
             message.exchange.into(),
@@ -106,7 +112,7 @@ pub async fn send(channel: &Channel, message: &Outgoing<'_>) -> Result<PendingCo
                 ..BasicPublishOptions::default()
             },
             message.body,
-            message.properties.clone(),
+            properties,
         )
         .await
         .map_err(|e| LinkError::from_lapin("publishing", e))?;

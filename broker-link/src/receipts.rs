@@ -8,12 +8,20 @@
 //! costs a small fraction of a broker message in receipts; at low load a
 //! receipt waits at most `linger`. A batch whose publish fails is sent again
 //! on the next connection: receipts are keyed by id, so a repeat is harmless.
+//!
+//! With tracing on, each `emit` or `submit` is a `publish` span under the
+//! caller's span, lasting until the confirm, and receipts that have no trace
+//! context get the caller's. A batch carries receipts of many traces: its
+//! message's `traceparent` is the `publish` span of the first submission in
+//! it that has one, and every receipt keeps its own in `trace_id` and
+//! `span_id`, which is what a consumer links to.
 
 use crate::error::LinkError;
 use crate::link::BrokerLink;
 use crate::publish::{Outgoing, PendingConfirm, PublishOutcome, send};
 use crate::time::sleep_until_opt;
-use broker_topology::{ContentType, Receipt, names};
+use crate::trace_context;
+use broker_topology::{ContentType, Receipt, TraceContext, names};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use lapin::BasicProperties;
@@ -53,6 +61,8 @@ impl Default for BatchConfig {
 struct Submission {
     receipts: Vec<Receipt>,
     confirmed: Option<oneshot::Sender<()>>,
+    /// The submission's `publish` span, when tracing is on.
+    trace: Option<TraceContext>,
 }
 
 /// Receipts encoded into one message, with whoever waits for its confirm.
@@ -60,6 +70,8 @@ struct SealedBatch {
     body: Vec<u8>,
     count: usize,
     waiters: Vec<oneshot::Sender<()>>,
+    /// The message's `traceparent`.
+    trace: Option<TraceContext>,
 }
 
 /// Told of every receipt batch the broker confirmed, for metrics. Called on
@@ -77,7 +89,11 @@ pub struct ReceiptPublisher {
 }
 
 /// Resolves when the receipts of one submission are confirmed by the broker.
-pub struct Confirmed(oneshot::Receiver<()>);
+/// Its `publish` span, when tracing is on, ends when it is dropped.
+pub struct Confirmed {
+    rx: oneshot::Receiver<()>,
+    _span: tracing::Span,
+}
 
 impl Future for Confirmed {
     type Output = Result<(), LinkError>;
@@ -86,10 +102,37 @@ impl Future for Confirmed {
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
-        Pin::new(&mut self.0)
+        Pin::new(&mut self.rx)
             .poll(cx)
             .map(|r| r.map_err(|_| LinkError::PublisherStopped))
     }
+}
+
+/// The `publish` span of a submission under the current span, with its
+/// context; receipts without a trace context get the current span's.
+/// Disabled, and no work, when tracing is off.
+fn publish_span(receipts: &mut [Receipt]) -> (tracing::Span, Option<TraceContext>) {
+    if !trace_context::enabled() {
+        return (tracing::Span::none(), None);
+    }
+    if let Some(caller) = trace_context::current() {
+        for r in receipts.iter_mut().filter(|r| r.trace_id.is_none()) {
+            r.set_trace(caller, true);
+        }
+    }
+    let span = tracing::info_span!(
+        target: trace_context::TARGET,
+        "publish",
+        otel.name = "publish chit.receipts",
+        otel.kind = "producer",
+        messaging.system = "rabbitmq",
+        messaging.operation.name = "publish",
+        "messaging.operation.type" = "send",
+        messaging.destination.name = names::RECEIPT_EXCHANGE,
+        messaging.batch.message_count = receipts.len(),
+    );
+    let trace = trace_context::of(&span);
+    (span, trace)
 }
 
 impl ReceiptPublisher {
@@ -118,26 +161,31 @@ impl ReceiptPublisher {
 
     /// Queues one receipt; no confirm is awaited.
     pub async fn emit(&self, receipt: Receipt) {
+        let mut receipts = vec![receipt];
+        let (_span, trace) = publish_span(&mut receipts);
         let _ = self
             .tx
             .send(Submission {
-                receipts: vec![receipt],
+                receipts,
                 confirmed: None,
+                trace,
             })
             .await;
     }
 
     /// Queues receipts and returns a future that resolves on their confirm.
-    pub async fn submit(&self, receipts: Vec<Receipt>) -> Confirmed {
+    pub async fn submit(&self, mut receipts: Vec<Receipt>) -> Confirmed {
+        let (span, trace) = publish_span(&mut receipts);
         let (tx, rx) = oneshot::channel();
         let _ = self
             .tx
             .send(Submission {
                 receipts,
                 confirmed: Some(tx),
+                trace,
             })
             .await;
-        Confirmed(rx)
+        Confirmed { rx, _span: span }
     }
 }
 
@@ -152,6 +200,7 @@ async fn run(
 ) {
     let mut pending: Vec<Receipt> = Vec::with_capacity(config.max_receipts);
     let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
+    let mut trace: Option<TraceContext> = None;
     let mut linger_until: Option<Instant> = None;
     let mut sealed: VecDeque<SealedBatch> = VecDeque::new();
     let mut in_flight: FuturesUnordered<InFlight> = FuturesUnordered::new();
@@ -173,7 +222,7 @@ async fn run(
                 || idle_and_awaited
                 || linger_until.is_some_and(|t| t <= now))
         {
-            sealed.push_back(seal(&mut pending, &mut waiters));
+            sealed.push_back(seal(&mut pending, &mut waiters, trace.take()));
             linger_until = None;
         }
         if closed && pending.is_empty() && sealed.is_empty() && in_flight.is_empty() {
@@ -188,11 +237,15 @@ async fn run(
                         };
                         // Not mandatory: the sink queue is bound by the core
                         // topology, and a return would have nobody to go to.
+                        let properties = match &batch.trace {
+                            Some(t) => trace_context::with_headers(&props, t, None),
+                            None => props.clone(),
+                        };
                         let message = Outgoing {
                             exchange: names::RECEIPT_EXCHANGE,
                             routing_key: &routing_key,
                             body: &batch.body,
-                            properties: props.clone(),
+                            properties,
                             mandatory: false,
                         };
                         match send(&session.publisher, &message).await {
@@ -254,12 +307,14 @@ async fn run(
                     }
                     pending.extend(sub.receipts);
                     if let Some(w) = sub.confirmed { waiters.push(w); }
+                    trace = trace.or(sub.trace);
                     // Take whatever else is already waiting without a wakeup each.
                     while pending.len() < config.max_receipts {
                         match rx.try_recv() {
                             Ok(sub) => {
                                 pending.extend(sub.receipts);
                                 if let Some(w) = sub.confirmed { waiters.push(w); }
+                                trace = trace.or(sub.trace);
                             }
                             Err(_) => break,
                         }
@@ -274,7 +329,11 @@ async fn run(
     }
 }
 
-fn seal(pending: &mut Vec<Receipt>, waiters: &mut Vec<oneshot::Sender<()>>) -> SealedBatch {
+fn seal(
+    pending: &mut Vec<Receipt>,
+    waiters: &mut Vec<oneshot::Sender<()>>,
+    trace: Option<TraceContext>,
+) -> SealedBatch {
     let body = ContentType::Json
         .encode(pending.as_slice())
         .expect("receipts always serialise to JSON");
@@ -284,5 +343,6 @@ fn seal(pending: &mut Vec<Receipt>, waiters: &mut Vec<oneshot::Sender<()>>) -> S
         body,
         count,
         waiters: std::mem::take(waiters),
+        trace,
     }
 }

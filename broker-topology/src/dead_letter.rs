@@ -123,6 +123,14 @@ pub fn broker_dead_lettered_receipt(env: &TaskEnvelope, death: &BrokerDeath) -> 
         "dead_lettered_by": "broker",
         "from_queue": death.queue,
     }));
+    // The task's trace, as it came: no span of the watch's own.
+    if let Some(trace) = env
+        .traceparent
+        .as_deref()
+        .and_then(crate::TraceContext::parse)
+    {
+        receipt.set_trace(trace, false);
+    }
     if let Some(at) = death
         .time
         .and_then(|t| i64::try_from(t).ok())

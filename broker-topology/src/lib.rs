@@ -15,6 +15,8 @@
 //! - [`payload_schema`]: the JSON Schemas of the built-in capabilities'
 //!   payloads, and checking a payload against one.
 //! - [`retry`]: backoff policy and the delay tiers used by retry queues.
+//! - [`trace`]: W3C trace context: the `traceparent` header, and the trace
+//!   and span ids a receipt records.
 //!
 //! The wire format is written up for humans in `docs/protocol.md`; this crate is
 //! its executable form. Nothing here does I/O or spawns tasks: it is the
@@ -31,6 +33,7 @@ pub mod names;
 pub mod payload_schema;
 pub mod receipt;
 pub mod retry;
+pub mod trace;
 
 pub use codec::ContentType;
 pub use declare::{Capability, EntityReport, EntityState, Topology, TopologyReport};
@@ -39,3 +42,4 @@ pub use error::{Error, ErrorKind};
 pub use heartbeat::Heartbeat;
 pub use payload_schema::{PayloadSchema, Violation};
 pub use receipt::{Artifact, Receipt, ReceiptType};
+pub use trace::{SpanId, TraceContext, TraceId};

@@ -5,6 +5,7 @@
 //! broker message plus a small share of a receipt batch. A single receipt object
 //! (not in an array) is accepted too, so a plain client can emit one by hand.
 
+use crate::trace::{SpanId, TraceContext, TraceId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -128,6 +129,15 @@ pub struct Receipt {
     /// Outputs the step produced.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub artifacts: Vec<Artifact>,
+    /// The trace of the step (32 hex digits): the task's trace, the same in
+    /// every receipt of one publish and its runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<TraceId>,
+    /// The span of the step (16 hex digits): the producer's `publish` for
+    /// `queued`, the worker's `process` for a run's receipts. Missing when
+    /// the writer records no span of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub span_id: Option<SpanId>,
 }
 
 fn first_attempt() -> u32 {
@@ -159,7 +169,22 @@ impl Receipt {
             created_at: Utc::now(),
             body: Value::Null,
             artifacts: Vec::new(),
+            trace_id: None,
+            span_id: None,
         }
+    }
+
+    /// Records the trace context of the step: its trace, and its span when
+    /// `span` is given.
+    pub fn with_trace(mut self, trace: TraceContext, span: bool) -> Self {
+        self.set_trace(trace, span);
+        self
+    }
+
+    /// As [`Receipt::with_trace`], in place.
+    pub fn set_trace(&mut self, trace: TraceContext, span: bool) {
+        self.trace_id = Some(trace.trace_id);
+        self.span_id = span.then_some(trace.span_id);
     }
 
     /// Sets the receipt id (used when the id was chosen in advance, as for `queued`).
@@ -228,5 +253,26 @@ mod tests {
         assert_eq!(r.attempt, 1);
         assert!(r.parent_receipt_ids.is_empty());
         assert!(r.validate().is_ok());
+        assert_eq!(r.trace_id, None);
+    }
+
+    #[test]
+    fn the_trace_context_is_two_optional_hex_fields() {
+        let ctx =
+            TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+        let r = Receipt::new("t", "x", ReceiptType::Accepted, vec![], 1).with_trace(ctx, true);
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(json["span_id"], "00f067aa0ba902b7");
+        let back: Receipt = serde_json::from_value(json).unwrap();
+        assert_eq!(back, r);
+        let untraced = serde_json::to_value(r.with_trace(ctx, false)).unwrap();
+        assert!(untraced.get("span_id").is_none());
+        assert!(
+            serde_json::to_value(Receipt::new("t", "x", ReceiptType::Queued, vec![], 1))
+                .unwrap()
+                .get("trace_id")
+                .is_none()
+        );
     }
 }

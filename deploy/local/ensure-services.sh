@@ -4,7 +4,10 @@
 #   - RabbitMQ answering on 127.0.0.1:5672 (guest/guest);
 #   - PostgreSQL on 127.0.0.1:5432, a `test` database, and password-less TCP
 #     access for user postgres from this machine;
-#   - a C compiler (cargo links with it), and cargo >= 1.88.
+#   - a C compiler (cargo links with it), and cargo >= 1.88;
+#   - Prometheus and promtool (tests/metrics.rs runs its own Prometheus; the
+#     package's service on port 9090 is not started), and RabbitMQ's
+#     Prometheus plugin on 127.0.0.1:15692.
 # Safe to run again and again. Works with or without systemd (containers):
 # services are started directly, never through systemctl.
 #
@@ -58,6 +61,8 @@ have cc || missing+=(build-essential)
 have bwrap || missing+=(bubblewrap) # the sandbox of executors that ask for one
 have jq || missing+=(jq)          # the bash example worker of tests/exec.rs
 have node || missing+=(nodejs)    # the Node.js example worker of tests/exec.rs
+have go || missing+=(golang-go)   # the Go example worker of tests/exec.rs
+have prometheus && have promtool || missing+=(prometheus) # tests/metrics.rs
 if ! $skip_rust && ! have cargo && ! have curl; then
     missing+=(curl ca-certificates) # for the rustup line printed below
 fi
@@ -71,7 +76,12 @@ if [ ${#missing[@]} -gt 0 ]; then
     # services themselves: they can fail there, and this script starts them below.
     policy=/usr/sbin/policy-rc.d
     added_policy=false
-    if [ ! -d /run/systemd/system ] && [ ! -e "$policy" ]; then
+    # Prometheus's package would start a server on port 9090 that nothing
+    # here uses: keep it from starting, with systemd too.
+    want_policy=false
+    [ -d /run/systemd/system ] || want_policy=true
+    [[ " ${missing[*]} " == *" prometheus "* ]] && want_policy=true
+    if $want_policy && [ ! -e "$policy" ]; then
         as_root sh -c "printf '#!/bin/sh\nexit 101\n' > $policy && chmod +x $policy"
         added_policy=true
         trap 'as_root rm -f /usr/sbin/policy-rc.d' EXIT
@@ -111,8 +121,11 @@ EOF
     if ! grep -qs '^[[:space:]]*listeners\.tcp' "$conf"; then
         say "RabbitMQ: listening on 127.0.0.1:5672 only ($conf)"
         as_root sh -c "printf '%s\n' '# added by chit deploy/local/ensure-services.sh' \
-            'listeners.tcp.local = 127.0.0.1:5672' 'management.tcp.ip = 127.0.0.1' >> $conf"
+            'listeners.tcp.local = 127.0.0.1:5672' 'management.tcp.ip = 127.0.0.1' \
+            'prometheus.tcp.ip = 127.0.0.1' >> $conf"
     fi
+    # Enabled before the first start, so the node comes up with them.
+    as_root rabbitmq-plugins enable --offline rabbitmq_management rabbitmq_prometheus >/dev/null
     say "RabbitMQ: starting (rabbitmq-server -detached)"
     as_root rabbitmq-server -detached
 fi
@@ -137,6 +150,20 @@ deadline=$((SECONDS + RABBIT_TIMEOUT))
 until as_root rabbitmq-diagnostics -q check_port_listener 15672 >/dev/null 2>&1; do
     if [ $SECONDS -ge $deadline ]; then
         die "the RabbitMQ management API did not listen on 15672 within ${RABBIT_TIMEOUT}s"
+    fi
+    sleep 1
+done
+
+# Queue depths, unacked and consumers per queue for Prometheus (the
+# dashboard and alerts in deploy/observability; tests/metrics.rs scrapes it).
+if ! as_root rabbitmq-plugins is_enabled rabbitmq_prometheus >/dev/null 2>&1; then
+    say "RabbitMQ: enabling the Prometheus plugin (port 15692)"
+    as_root rabbitmq-plugins enable rabbitmq_prometheus >/dev/null
+fi
+deadline=$((SECONDS + RABBIT_TIMEOUT))
+until as_root rabbitmq-diagnostics -q check_port_listener 15692 >/dev/null 2>&1; do
+    if [ $SECONDS -ge $deadline ]; then
+        die "RabbitMQ's Prometheus plugin did not listen on 15692 within ${RABBIT_TIMEOUT}s"
     fi
     sleep 1
 done

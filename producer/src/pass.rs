@@ -12,7 +12,7 @@ use crate::publisher::Published;
 use crate::task::TaskSpec;
 use broker_link::PublishOutcome;
 use broker_topology::receipt::new_receipt_id;
-use broker_topology::{Receipt, ReceiptType};
+use broker_topology::{Receipt, ReceiptType, TraceContext};
 use chrono::{DateTime, Utc};
 use std::collections::HashSet;
 
@@ -27,6 +27,8 @@ pub(crate) struct PendingTask {
     /// may accept the task before its confirm comes back, so stamping the
     /// receipt after the confirm could date `queued` after `accepted`.
     sent_at: Option<DateTime<Utc>>,
+    /// The `publish` span of the latest send, when tracing is on.
+    trace: Option<TraceContext>,
 }
 
 impl PendingTask {
@@ -41,11 +43,13 @@ impl PendingTask {
             spec,
             queued_receipt_id,
             sent_at: None,
+            trace: None,
         }
     }
 
     /// The `queued` receipt for this task, once the broker has it, dated
-    /// when the task was sent.
+    /// when the task was sent, with the trace context of its `publish` span
+    /// (else the trace of the task's own `traceparent`, if any).
     fn queued_receipt(&self) -> Receipt {
         let env = &self.spec.envelope;
         let mut receipt = Receipt::new(
@@ -61,6 +65,14 @@ impl PendingTask {
         }
         if let Some(tp) = &env.traceparent {
             receipt.body = serde_json::json!({ "traceparent": tp });
+        }
+        match (
+            self.trace,
+            env.traceparent.as_deref().and_then(TraceContext::parse),
+        ) {
+            (Some(span), _) => receipt.set_trace(span, true),
+            (None, Some(given)) => receipt.set_trace(given, false),
+            (None, None) => {}
         }
         receipt
     }
@@ -109,6 +121,11 @@ impl PublishPass {
     /// Task `i` is being sent (again) at `at`.
     pub(crate) fn mark_sent(&mut self, i: usize, at: DateTime<Utc>) {
         self.tasks[i].sent_at = Some(at);
+    }
+
+    /// Task `i`'s latest send was the `publish` span `trace`.
+    pub(crate) fn mark_traced(&mut self, i: usize, trace: TraceContext) {
+        self.tasks[i].trace = Some(trace);
     }
 
     pub(crate) fn len(&self) -> usize {

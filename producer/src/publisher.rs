@@ -4,19 +4,26 @@
 //! Each task carries the id of its `queued` receipt in a header, chosen before
 //! publishing, so the worker can name it as the parent of `accepted` even when
 //! the receipts arrive at the sink in another order.
+//!
+//! With tracing on, each send of a task is a `publish` span (OpenTelemetry
+//! messaging conventions, kind producer) lasting until its confirm, under
+//! the task's own `traceparent` when it came with one; the task goes out
+//! with that span's context, and its `queued` receipt records it.
 
 use crate::error::{PublishError, PublishErrorKind};
 use crate::pass::{PublishPass, Recorded};
 use crate::task::TaskSpec;
 use broker_link::publish::{self, Outgoing, PendingConfirm};
+use broker_link::trace_context;
 use broker_link::{BatchConfig, BrokerLink, LinkError, PublishOutcome, ReceiptPublisher, Session};
-use broker_topology::{Topology, names};
+use broker_topology::{TaskEnvelope, Topology, TraceContext, names};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use lapin::Channel;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::OnceCell;
+use tracing::Instrument;
 
 /// Producer settings.
 #[derive(Debug, Clone)]
@@ -212,6 +219,8 @@ impl Producer {
                 }
                 pass.mark_sent(i, chrono::Utc::now());
                 let task = &pass.task(i).spec;
+                let span = publish_span(&task.envelope);
+                let trace = trace_context::of(&span);
                 let message = Outgoing {
                     exchange: names::TASK_EXCHANGE,
                     routing_key: &task.envelope.task_type,
@@ -219,10 +228,16 @@ impl Producer {
                     properties: task.properties(),
                     mandatory: true,
                 };
-                match publish::send(channel, &message).await {
+                let sent = publish::send(channel, &message)
+                    .instrument(span.clone())
+                    .await;
+                if let Some(trace) = trace {
+                    pass.mark_traced(i, trace);
+                }
+                match sent {
                     Ok(pending) => {
                         let pending: PendingConfirm = pending;
-                        in_flight.push(async move { (i, pending.await) });
+                        in_flight.push(async move { (i, pending.await) }.instrument(span));
                     }
                     Err(_) => {
                         broken = true;
@@ -266,4 +281,27 @@ impl Producer {
             }
         }
     }
+}
+
+/// The `publish` span of one send of a task, under the task's own
+/// `traceparent` when it has one. Disabled, and no work, when tracing is off.
+fn publish_span(env: &TaskEnvelope) -> tracing::Span {
+    let span = tracing::info_span!(
+        target: trace_context::TARGET,
+        "publish",
+        otel.name = "publish chit.tasks",
+        otel.kind = "producer",
+        messaging.system = "rabbitmq",
+        messaging.operation.name = "publish",
+        "messaging.operation.type" = "send",
+        messaging.destination.name = names::TASK_EXCHANGE,
+        messaging.rabbitmq.destination.routing_key = %env.task_type,
+        messaging.message.id = %env.task_id,
+        "chit.task.type" = %env.task_type,
+        chit.task.attempt = env.attempt,
+    );
+    if let Some(parent) = env.traceparent.as_deref().and_then(TraceContext::parse) {
+        trace_context::set_parent(&span, &parent, env.tracestate.as_deref());
+    }
+    span
 }

@@ -2,7 +2,7 @@
 
 use crate::error::{PublishError, PublishErrorKind};
 use crate::validation;
-use broker_topology::{ContentType, TaskEnvelope, names};
+use broker_topology::{ContentType, PayloadSchema, TaskEnvelope, names};
 use lapin::BasicProperties;
 use lapin::types::FieldTable;
 use serde_json::Value;
@@ -44,6 +44,27 @@ impl TaskSpec {
             body,
             base: None,
         })
+    }
+
+    /// A task whose payload is also checked against `schema`, the
+    /// capability's own (from a config file, say), before the built-in
+    /// schema of `task_type` if there is one: a payload must pass both, as
+    /// a worker that validates against the capability's schema and then
+    /// runs a built-in executor requires. With `None` it is [`TaskSpec::new`].
+    /// Fails with [`PublishErrorKind::InvalidPayload`], every violation at
+    /// its JSON pointer.
+    pub fn with_schema(
+        task_type: &str,
+        payload: &Value,
+        content_type: ContentType,
+        schema: Option<&PayloadSchema>,
+    ) -> Result<Self, PublishError> {
+        names::validate_capability(task_type)
+            .map_err(|e| PublishError::new(PublishErrorKind::InvalidTask, e.to_string()))?;
+        if let Some(schema) = schema {
+            validation::check_against(schema, payload)?;
+        }
+        TaskSpec::new(task_type, payload, content_type)
     }
 
     /// A JSON task.
@@ -105,6 +126,47 @@ impl TaskSpec {
 mod tests {
     use super::*;
     use lapin::types::AMQPValue;
+    use serde_json::json;
+
+    #[test]
+    fn a_given_schema_and_the_built_in_one_both_apply() {
+        let own = PayloadSchema::compile(
+            "command.execute",
+            json!({"type": "object", "required": ["output_path"]}),
+        )
+        .unwrap();
+        let with = |payload: Value| {
+            TaskSpec::with_schema("command.execute", &payload, ContentType::Json, Some(&own))
+        };
+        let pointers = |e: PublishError| match e.kind() {
+            PublishErrorKind::InvalidPayload { violations } => violations
+                .iter()
+                .map(|v| (v.pointer.clone(), v.message.clone()))
+                .collect::<Vec<_>>(),
+            other => panic!("{other:?}"),
+        };
+        // The built-in schema passes it; the capability's own does not.
+        let v = pointers(with(json!({"command": "true"})).unwrap_err());
+        assert_eq!(
+            v,
+            [(
+                String::new(),
+                "\"output_path\" is a required property".into()
+            )]
+        );
+        // The other way round.
+        let v = pointers(with(json!({"output_path": "/tmp/o.json"})).unwrap_err());
+        assert_eq!(
+            v,
+            [(String::new(), "\"command\" is a required property".into())]
+        );
+        assert!(with(json!({"command": "true", "output_path": "/tmp/o.json"})).is_ok());
+        // Without one, the built-in check alone.
+        let payload = json!({"command": "true"});
+        assert!(
+            TaskSpec::with_schema("command.execute", &payload, ContentType::Json, None).is_ok()
+        );
+    }
 
     #[test]
     fn a_task_on_base_properties_keeps_them_under_its_envelope() {

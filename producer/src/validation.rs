@@ -4,7 +4,8 @@
 //!
 //! - the payload, against its capability's schema
 //!   ([`broker_topology::payload_schema`]): the built-in capabilities have
-//!   one, a capability of your own publishes any payload;
+//!   one, a capability of your own publishes any payload unless the caller
+//!   gives its schema ([`TaskSpec::with_schema`](crate::TaskSpec::with_schema));
 //! - the envelope's values: a capability name that can be routed, a task id,
 //!   an attempt and a max-attempts of at least 1, a time limit of at least
 //!   1 ms.
@@ -14,20 +15,28 @@
 //! checks every envelope before publishing any task.
 
 use crate::error::{PublishError, PublishErrorKind};
-use broker_topology::{ErrorKind, TaskEnvelope, names, payload_schema};
+use broker_topology::{ErrorKind, PayloadSchema, TaskEnvelope, names, payload_schema};
 use serde_json::Value;
 
 /// Checks `payload` against the schema of `task_type`, if it has one.
 pub(crate) fn check_payload(task_type: &str, payload: &Value) -> Result<(), PublishError> {
-    payload_schema::check_builtin(task_type, payload).map_err(|e| {
-        let kind = match e.kind() {
-            ErrorKind::InvalidPayload(violations) => PublishErrorKind::InvalidPayload {
-                violations: violations.clone(),
-            },
-            _ => PublishErrorKind::InvalidTask,
-        };
-        PublishError::new(kind, e.to_string())
-    })
+    payload_schema::check_builtin(task_type, payload).map_err(publish_error)
+}
+
+/// Checks `payload` against a schema the caller brought (a capability's own,
+/// from a config file).
+pub(crate) fn check_against(schema: &PayloadSchema, payload: &Value) -> Result<(), PublishError> {
+    schema.check(payload).map_err(publish_error)
+}
+
+fn publish_error(e: broker_topology::Error) -> PublishError {
+    let kind = match e.kind() {
+        ErrorKind::InvalidPayload(violations) => PublishErrorKind::InvalidPayload {
+            violations: violations.clone(),
+        },
+        _ => PublishErrorKind::InvalidTask,
+    };
+    PublishError::new(kind, e.to_string())
 }
 
 /// Checks the values of an envelope about to be published.
@@ -79,6 +88,27 @@ mod tests {
         );
         assert!(!err.is_transient());
         assert!(check_payload("my.capability", &json!({"cmd": "echo hi"})).is_ok());
+    }
+
+    #[test]
+    fn a_schema_the_caller_brings_is_checked_with_its_pointers() {
+        let schema = PayloadSchema::compile(
+            "resize",
+            json!({"type": "object", "required": ["width"],
+                   "properties": {"width": {"type": "integer", "minimum": 1}}}),
+        )
+        .unwrap();
+        assert!(check_against(&schema, &json!({"width": 3})).is_ok());
+        let err = check_against(&schema, &json!({"width": 0})).unwrap_err();
+        let PublishErrorKind::InvalidPayload { violations } = err.kind() else {
+            panic!("{:?}", err.kind());
+        };
+        assert_eq!(violations[0].pointer, "/width");
+        assert!(
+            err.to_string()
+                .starts_with("invalid resize payload: /width: "),
+            "{err}"
+        );
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! | `GET /v1/receipts?task_id=` | `{"task_id": ..., "receipts": [...]}` |
 //! | `GET /v1/quarantine?limit=` | `{"quarantined": [...]}` |
 //! | `GET /healthz` | 200 `{"store":"ok","broker":"connected"}`, else 503 |
+//! | `GET /v1/workers` | `{"workers": [...]}`: live workers, by their heartbeats |
+//! | `GET /metrics` | the Prometheus metrics, in the text format |
 //!
 //! Every error is JSON, `{"error": {"code": "not_found", "message": "..."}}`.
 //! Bad input keeps its 4xx status and says what was wrong; internal failures
@@ -51,6 +53,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/receipts", get(list_receipts))
         .route("/v1/quarantine", get(list_quarantine))
         .route("/healthz", get(healthz))
+        .route("/v1/workers", get(list_workers))
+        .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .with_state(state)
 }
@@ -200,6 +204,20 @@ async fn healthz(State(state): State<ApiState>) -> Response {
         "broker": broker.as_str(),
     });
     (code, Json(body)).into_response()
+}
+
+async fn list_workers(State(state): State<ApiState>) -> Response {
+    Json(json!({"workers": state.status.workers().list()})).into_response()
+}
+
+async fn metrics(State(state): State<ApiState>) -> Response {
+    let live = state.status.workers().count();
+    let text = state.status.metrics().render(live);
+    (
+        [(axum::http::header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
+        text,
+    )
+        .into_response()
 }
 
 fn parse_limit(raw: Option<&str>) -> Result<u32, ApiError> {

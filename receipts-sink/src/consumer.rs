@@ -34,6 +34,7 @@ use crate::api::{self, ApiState};
 use crate::batch::Batch;
 use crate::error::SinkError;
 use crate::group::Roster;
+use crate::metrics::SinkMetrics;
 use crate::status::SinkStatus;
 use crate::store::{Store, WriteStats};
 use crate::{legacy, retention};
@@ -57,7 +58,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tracing::{debug, error, info, warn};
+use tracing::{Instrument, debug, error, info, warn};
 
 /// Where the HTTP API listens unless told otherwise.
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8700";
@@ -172,6 +173,12 @@ pub async fn serve(
     );
     let roster = Roster::new(&config.group, &config.store_url);
     let status = Arc::new(SinkStatus::with_link(link.status()));
+    // Every sink hears every heartbeat, on a queue of its own (see `workers`).
+    let heartbeats = tokio::spawn(crate::workers::listen(
+        link.clone(),
+        status.workers().clone(),
+        status.metrics().clone(),
+    ));
     let addr = listener.local_addr().map_err(SinkError::Http)?;
     info!(
         http_addr = %addr,
@@ -197,6 +204,7 @@ pub async fn serve(
     if let Some(pruner) = pruner {
         pruner.abort();
     }
+    heartbeats.abort();
     link.close().await;
 
     let _ = stop_http.send(());
@@ -378,18 +386,18 @@ impl Subscription {
                     }
                     backoff.reset();
                     if open.is_ready(batch_size, config.batch_wait, Instant::now()) {
-                        in_flight = Some(start_write(store, std::mem::take(&mut open)));
+                        in_flight = Some(start_write(store, status, &config.group, std::mem::take(&mut open)));
                     }
                 }
                 _ = sleep_until_opt(deadline), if deadline.is_some() && in_flight.is_none() => {
-                    in_flight = Some(start_write(store, std::mem::take(&mut open)));
+                    in_flight = Some(start_write(store, status, &config.group, std::mem::take(&mut open)));
                 }
                 next = self.consumer.next(), if !full => match next {
                     Some(Ok(delivery)) => {
                         let ct = delivery.properties.content_type().as_ref().map(|c| c.as_str());
                         open.add(ct, &delivery.data, Some(delivery.acker));
                         if open.len() >= batch_size && in_flight.is_none() {
-                            in_flight = Some(start_write(store, std::mem::take(&mut open)));
+                            in_flight = Some(start_write(store, status, &config.group, std::mem::take(&mut open)));
                         }
                     }
                     Some(Err(e)) => break Some(SinkError::Amqp(e)),
@@ -407,7 +415,8 @@ impl Subscription {
                 SubscriptionEnd::Lost(e)
             }
             None => {
-                self.drain(store, status, in_flight, open).await;
+                self.drain(store, status, &config.group, in_flight, open)
+                    .await;
                 SubscriptionEnd::Shutdown
             }
         }
@@ -418,6 +427,7 @@ impl Subscription {
         self,
         store: &Store,
         status: &SinkStatus,
+        group: &str,
         in_flight: Option<InFlight>,
         open: Batch,
     ) {
@@ -434,7 +444,7 @@ impl Subscription {
                 ack_committed(f.handle.await, f.meta, status).await?;
             }
             if !open.is_empty() {
-                let f = start_write(store, open);
+                let f = start_write(store, status, group, open);
                 ack_committed(f.handle.await, f.meta, status).await?;
             }
             Ok::<(), SinkError>(())
@@ -452,7 +462,7 @@ impl Subscription {
 }
 
 /// Hands a closed batch to a writer task.
-fn start_write(store: &Store, batch: Batch) -> InFlight {
+fn start_write(store: &Store, status: &SinkStatus, group: &str, batch: Batch) -> InFlight {
     let opened = batch.opened();
     let (spans, ackers) = batch
         .spans
@@ -471,7 +481,9 @@ fn start_write(store: &Store, batch: Batch) -> InFlight {
         bad: batch.bad,
         spans,
     };
-    let handle = tokio::spawn(write_until_stored(store.clone(), entries));
+    let metrics = status.metrics().clone();
+    let span = crate::persist_span::persist_span(&entries.receipts, group);
+    let handle = tokio::spawn(write_until_stored(store.clone(), entries, metrics).instrument(span));
     InFlight { handle, meta }
 }
 
@@ -479,13 +491,15 @@ fn start_write(store: &Store, batch: Batch) -> InFlight {
 /// receipts exist nowhere else but in unacked messages. Only when the store
 /// refuses the batch itself (see the module docs) does it give up on the
 /// messages at fault.
-async fn write_until_stored(store: Store, batch: Entries) -> Written {
+async fn write_until_stored(store: Store, batch: Entries, metrics: SinkMetrics) -> Written {
     let receipts = batch.receipts.len();
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     let mut failures: u32 = 0;
     loop {
+        let began = std::time::Instant::now();
         let e = match store.write_batch(&batch.receipts, &batch.bad).await {
             Ok(stats) => {
+                metrics.written(began.elapsed(), &batch.receipts);
                 if failures > 0 {
                     info!(failures, receipts, "store write succeeded after retries");
                 }
@@ -496,10 +510,11 @@ async fn write_until_stored(store: Store, batch: Entries) -> Written {
             }
             Err(e) => e,
         };
+        metrics.store_error();
         failures += 1;
         if !e.is_transient()
             && failures >= WHOLE_BATCH_TRIES
-            && let Some(written) = write_one_by_one(&store, &batch).await
+            && let Some(written) = write_one_by_one(&store, &batch, &metrics).await
         {
             return written;
         }
@@ -518,7 +533,11 @@ async fn write_until_stored(store: Store, batch: Entries) -> Written {
 /// shown it takes a well-formed receipt. `None` when it does not, or when a
 /// write fails in a way that may pass: then the store is at fault, and the
 /// whole batch is retried.
-async fn write_one_by_one(store: &Store, batch: &Entries) -> Option<Written> {
+async fn write_one_by_one(
+    store: &Store,
+    batch: &Entries,
+    metrics: &SinkMetrics,
+) -> Option<Written> {
     if let Err(e) = store.check_writable().await {
         error!(error = %e, "the store refuses even a well-formed receipt; holding the batch");
         return None;
@@ -526,10 +545,18 @@ async fn write_one_by_one(store: &Store, batch: &Entries) -> Option<Written> {
     let mut written = Written::default();
     for (i, (receipts, bad)) in batch.spans.iter().enumerate() {
         let receipts = &batch.receipts[receipts.clone()];
+        let began = std::time::Instant::now();
         match store.write_batch(receipts, &batch.bad[bad.clone()]).await {
-            Ok(stats) => written.stats.add(&stats),
-            Err(e) if e.is_transient() => return None,
+            Ok(stats) => {
+                metrics.written(began.elapsed(), receipts);
+                written.stats.add(&stats);
+            }
+            Err(e) if e.is_transient() => {
+                metrics.store_error();
+                return None;
+            }
             Err(e) => {
+                metrics.store_error();
                 let task_ids: Vec<&str> = receipts.iter().map(|r| r.task_id.as_str()).collect();
                 error!(error = %e, ?task_ids, queue = names::SINK_QUARANTINE,
                     "the store refuses this receipt message; moving it to the quarantine queue");
@@ -549,6 +576,9 @@ async fn ack_committed(
     let Written { stats, refused } =
         joined.map_err(|e| SinkError::Internal(format!("batch writer task failed: {e}")))?;
     status.record(&stats);
+    status
+        .metrics()
+        .committed(&stats, meta.receipts, refused.len());
     let settled = |done: Result<bool, lapin::Error>| match done {
         Ok(true) => Ok(()),
         Ok(false) => Err(SinkError::ConnectionLost(

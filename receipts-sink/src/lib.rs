@@ -27,6 +27,11 @@
 //! - `status`: the broker link's state and totals shared with `/healthz`
 //!   ([`SinkStatus`]).
 //! - `error`: [`SinkError`].
+//! - `persist_span`: the `persist` span of a batch write, linked to the
+//!   trace context of each receipt in it.
+//! - `metrics`: [`SinkMetrics`], the Prometheus metrics behind `/metrics`.
+//! - `workers`: [`LiveWorkers`], the last heartbeat of each worker, heard on
+//!   a queue of the sink's own, behind `/v1/workers`.
 //!
 //! Delivery is at least once and storage is idempotent: a receipt is stored
 //! once however often it arrives, and a task's state does not depend on the
@@ -39,12 +44,15 @@ mod consumer;
 mod error;
 mod group;
 mod legacy;
+mod metrics;
+mod persist_span;
 mod quarantine;
 pub mod render;
 mod retention;
 mod status;
 pub mod store;
 pub mod task;
+mod workers;
 
 pub use api::{ApiState, router};
 pub use broker_topology::names::DEFAULT_SINK_GROUP;
@@ -54,8 +62,10 @@ pub use consumer::{
     DEFAULT_PRUNE_EVERY, DEFAULT_STORE_URL, SinkConfig, run, serve,
 };
 pub use error::SinkError;
+pub use metrics::SinkMetrics;
 pub use quarantine::replay_quarantine;
 pub use render::{render_task_table, render_tree};
 pub use status::{SinkStatus, SinkTotals};
 pub use store::{PruneStats, QuarantinedRecord, Store, StoreCounts, StoreKind, WriteStats};
 pub use task::{Page, TaskFilter, TaskRow, TaskState, TaskView};
+pub use workers::{LiveWorker, LiveWorkers, render_workers};

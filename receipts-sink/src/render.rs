@@ -9,7 +9,9 @@
 //! (yet) is drawn at the root, marked as an orphan.
 //!
 //! Errors, the tail of stderr and artifact paths are shown in full under
-//! their receipt, wrapped to the width asked for.
+//! their receipt, wrapped to the width asked for. The trace ids the receipts
+//! record are listed under the summary, each as a link when a trace URL
+//! template is given ([`render_tree_linked`]).
 
 use crate::chain::order_by_parents;
 use crate::task::{TaskRow, TaskView};
@@ -38,6 +40,24 @@ pub fn render_tree(view: &TaskView) -> String {
 /// followed by its error, stderr tail and artifacts in full, wrapped to
 /// `width` columns.
 pub fn render_tree_to_width(view: &TaskView, width: usize) -> String {
+    render_tree_linked(view, width, None)
+}
+
+/// The place-holder a trace URL template has for the trace id.
+pub const TRACE_ID_PLACEHOLDER: &str = "{trace_id}";
+
+/// `template` with the trace id in place of [`TRACE_ID_PLACEHOLDER`].
+pub fn trace_url(template: &str, trace_id: &str) -> String {
+    template.replace(TRACE_ID_PLACEHOLDER, trace_id)
+}
+
+/// As [`render_tree_to_width`], each trace id followed by its link made
+/// from `trace_url_template` (see [`trace_url`]) when one is given.
+pub fn render_tree_linked(
+    view: &TaskView,
+    width: usize,
+    trace_url_template: Option<&str>,
+) -> String {
     let t = &view.task;
     let mut out = format!(
         "task {} ({}): {}, attempt {}, last update {}",
@@ -58,6 +78,23 @@ pub fn render_tree_to_width(view: &TaskView, width: usize) -> String {
     // Parent order, whatever the clocks said: the API gives it, but an older
     // sink sent its chain by time.
     let chain = order_by_parents(view.chain.clone());
+    // One trace for a task published once; a replay or a task published
+    // again under its id may add another. In order of first appearance.
+    let mut traces: Vec<String> = Vec::new();
+    for id in chain.iter().filter_map(|r| r.trace_id) {
+        let id = id.to_string();
+        if !traces.contains(&id) {
+            traces.push(id);
+        }
+    }
+    for id in &traces {
+        let text = match trace_url_template {
+            Some(template) => format!("{id} {}", trace_url(template, id)),
+            None => id.clone(),
+        };
+        // Not wrapped: a link cut in two cannot be followed.
+        let _ = writeln!(out, "  trace: {text}");
+    }
     let index: HashMap<&str, usize> = chain
         .iter()
         .enumerate()
@@ -695,5 +732,39 @@ mod tests {
         assert_eq!(lines[2].find("command.execute"), Some(col));
         assert!(lines[2].ends_with("disk full"));
         assert!(lines[1].ends_with('-'));
+    }
+
+    #[test]
+    fn trace_ids_are_listed_once_and_linked_by_the_template() {
+        let trace = broker_topology::TraceContext::parse(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .unwrap();
+        let mut queued = receipt("r1", ReceiptType::Queued, &[], 0);
+        queued.set_trace(trace, true);
+        let mut accepted = receipt("r2", ReceiptType::Accepted, &["r1"], 1);
+        accepted.set_trace(trace, false);
+        let v = view(vec![queued, accepted]);
+        let plain = render_tree(&v);
+        assert_eq!(
+            plain
+                .matches("trace: 4bf92f3577b34da6a3ce929d0e0e4736\n")
+                .count(),
+            1,
+            "{plain}"
+        );
+        let linked =
+            render_tree_linked(&v, 200, Some("https://grafana/explore?traceId={trace_id}"));
+        assert!(
+            linked.contains(
+                "trace: 4bf92f3577b34da6a3ce929d0e0e4736 \
+                 https://grafana/explore?traceId=4bf92f3577b34da6a3ce929d0e0e4736\n"
+            ),
+            "{linked}"
+        );
+        assert!(
+            !render_tree(&view(vec![receipt("r3", ReceiptType::Queued, &[], 0)]))
+                .contains("trace:")
+        );
     }
 }

@@ -1,6 +1,9 @@
 //! What the running sink shares with its HTTP API: the broker link's state
-//! and running totals, updated by the consumer and read by `/healthz`.
+//! and running totals, updated by the consumer and read by `/healthz`; its
+//! metrics (`/metrics`) and the live workers (`/v1/workers`).
 
+use crate::metrics::SinkMetrics;
+use crate::workers::LiveWorkers;
 use broker_link::{LinkState, LinkStatus};
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,6 +16,8 @@ pub struct SinkStatus {
     duplicates: AtomicU64,
     quarantined: AtomicU64,
     batches: AtomicU64,
+    metrics: SinkMetrics,
+    workers: LiveWorkers,
 }
 
 /// A snapshot of [`SinkStatus`] totals since start.
@@ -60,6 +65,16 @@ impl SinkStatus {
         self.quarantined
             .fetch_add(stats.quarantined, Ordering::Relaxed);
         self.batches.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The sink's metrics.
+    pub fn metrics(&self) -> &SinkMetrics {
+        &self.metrics
+    }
+
+    /// The workers whose heartbeats the sink has heard.
+    pub fn workers(&self) -> &LiveWorkers {
+        &self.workers
     }
 
     /// The totals so far.

@@ -25,7 +25,7 @@ mod upsert;
 use crate::error::SinkError;
 use crate::task::{self, Page, TaskDelta, TaskFilter, TaskRow, TaskState, TaskView};
 use broker_topology::codec::BadReceipt;
-use broker_topology::{Receipt, ReceiptType};
+use broker_topology::{Receipt, ReceiptType, SpanId, TraceId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -353,7 +353,8 @@ const TASK_SQL: &str = "SELECT task_id, task_type, state, attempts, first_seen, 
      worker_id, last_error FROM tasks WHERE task_id = $1";
 
 const CHAIN_SQL: &str = "SELECT receipt_id, task_id, task_type, receipt_type, \
-     parent_receipt_ids, worker_id, attempt, created_at, body, artifacts FROM receipts \
+     parent_receipt_ids, worker_id, attempt, created_at, body, artifacts, trace_id, span_id \
+     FROM receipts \
      WHERE task_id = $1 ORDER BY created_at, receipt_id";
 
 const QUARANTINE_SQL: &str = "SELECT id, reason, raw, received_at FROM quarantine \
@@ -546,6 +547,15 @@ where
         created_at: parse_time(&row.try_get::<String, _>("created_at")?)?,
         body: parse_json("body", &row.try_get::<String, _>("body")?)?,
         artifacts: parse_json("artifacts", &row.try_get::<String, _>("artifacts")?)?,
+        // Written by this sink from parsed ids: anything else reads as none.
+        trace_id: row
+            .try_get::<Option<String>, _>("trace_id")?
+            .as_deref()
+            .and_then(TraceId::parse),
+        span_id: row
+            .try_get::<Option<String>, _>("span_id")?
+            .as_deref()
+            .and_then(SpanId::parse),
     })
 }
 

@@ -5,11 +5,13 @@
 pub mod cancel;
 pub mod dev;
 pub mod dlq;
+pub mod manifest;
 pub mod publish;
 pub mod sink;
 pub mod task;
 pub mod topology;
 pub mod worker;
+pub mod workers;
 
 use clap::Args;
 

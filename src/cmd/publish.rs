@@ -2,8 +2,10 @@
 //! line of a JSON-lines file with a progress bar.
 //!
 //! Everything is checked before anything is published: the flags, each
-//! payload's JSON, and the payload against its capability's schema (the
-//! built-in capabilities have one; see `broker_topology::payload_schema`).
+//! payload's JSON, and the payload against its capability's schemas: the
+//! config file's `schema` of its `[[capability]]` entry, if any, and the
+//! built-in one of a built-in capability (see
+//! `broker_topology::payload_schema`).
 //! A `--jsonl` file with a bad line publishes nothing, so a run after the
 //! fix does not publish the good lines twice, unless `--partial` is given.
 //!
@@ -14,7 +16,7 @@
 
 use crate::settings::{RetryFlags, Settings};
 use anyhow::{Context, Result, bail};
-use broker_topology::ContentType;
+use broker_topology::{ContentType, PayloadSchema};
 use clap::Args;
 use producer::{Producer, ProducerConfig, TaskSpec};
 use serde_json::Value;
@@ -64,10 +66,13 @@ fn default_deadline_secs() -> u64 {
 /// Publishes; exit 1 when anything was not published.
 pub async fn run(settings: &Settings, args: PublishArgs) -> Result<ExitCode> {
     check_flags(&args)?;
+    // The config file's schema of this task type, read and compiled once.
+    let schema = settings.capability_schema(&args.task_type)?;
+    let schema = schema.as_ref().map(|s| &*s.schema);
     if let Some(path) = &args.jsonl {
         let text = read_input(path)?;
         let config = settings.producer_config(Some(Duration::from_secs(args.deadline_secs)));
-        return publish_jsonl(&Producer::new(config), &args, &text).await;
+        return publish_jsonl(&Producer::new(config), &args, schema, &text).await;
     }
     let text = match (&args.payload, &args.payload_file) {
         (Some(p), _) => p.clone(),
@@ -77,7 +82,7 @@ pub async fn run(settings: &Settings, args: PublishArgs) -> Result<ExitCode> {
         }
     };
     let payload: Value = serde_json::from_str(&text).context("the payload is not valid JSON")?;
-    let spec = task_spec(&args, &payload)?;
+    let spec = task_spec(&args, &payload, schema)?;
     let config = settings.producer_config(Some(Duration::from_secs(args.deadline_secs)));
     let published = Producer::new(config).publish(spec).await?;
     if args.json {
@@ -114,14 +119,19 @@ fn read_input(path: &Path) -> Result<String> {
 }
 
 /// The task for `payload`, checked: its payload against the capability's
-/// schema, its envelope with the flags stamped in.
-fn task_spec(args: &PublishArgs, payload: &Value) -> Result<TaskSpec, producer::PublishError> {
+/// schemas (`schema`, the config file's, and the built-in one), its envelope
+/// with the flags stamped in.
+fn task_spec(
+    args: &PublishArgs,
+    payload: &Value,
+    schema: Option<&PayloadSchema>,
+) -> Result<TaskSpec, producer::PublishError> {
     let ct = if args.msgpack {
         ContentType::MsgPack
     } else {
         ContentType::Json
     };
-    let mut spec = TaskSpec::new(&args.task_type, payload, ct)?;
+    let mut spec = TaskSpec::with_schema(&args.task_type, payload, ct, schema)?;
     args.retry.stamp(&mut spec.envelope);
     spec.check()?;
     Ok(spec)
@@ -131,7 +141,7 @@ fn task_spec(args: &PublishArgs, payload: &Value) -> Result<TaskSpec, producer::
 /// number (from 1), and the bad lines with what is wrong with each.
 type Lines = (Vec<(usize, TaskSpec)>, Vec<(usize, String)>);
 
-fn read_lines(args: &PublishArgs, text: &str) -> Lines {
+fn read_lines(args: &PublishArgs, schema: Option<&PayloadSchema>, text: &str) -> Lines {
     let mut good = Vec::new();
     let mut bad = Vec::new();
     for (n, line) in text.lines().enumerate() {
@@ -140,7 +150,7 @@ fn read_lines(args: &PublishArgs, text: &str) -> Lines {
         }
         let spec = serde_json::from_str::<Value>(line)
             .map_err(|e| format!("not valid JSON: {e}"))
-            .and_then(|v| task_spec(args, &v).map_err(|e| e.to_string()));
+            .and_then(|v| task_spec(args, &v, schema).map_err(|e| e.to_string()));
         match spec {
             Ok(s) => good.push((n + 1, s)),
             Err(e) => bad.push((n + 1, e)),
@@ -151,8 +161,13 @@ fn read_lines(args: &PublishArgs, text: &str) -> Lines {
 
 /// Checks every line, then publishes them all (or, with `--partial`, the
 /// good ones) with pipelined confirms.
-async fn publish_jsonl(producer: &Producer, args: &PublishArgs, text: &str) -> Result<ExitCode> {
-    let (good, mut failed) = read_lines(args, text);
+async fn publish_jsonl(
+    producer: &Producer,
+    args: &PublishArgs,
+    schema: Option<&PayloadSchema>,
+    text: &str,
+) -> Result<ExitCode> {
+    let (good, mut failed) = read_lines(args, schema, text);
     if !failed.is_empty() && !args.partial {
         for (line, e) in &failed {
             eprintln!("line {line}: {e}");

@@ -4,6 +4,9 @@
 //! `task show` right after `chit publish` may find no receipt yet: the
 //! `queued` receipt is on its way through the broker to the sink. It asks
 //! again for up to `--wait-secs` seconds (2 by default) before it says so.
+//! It lists the trace ids the receipts record, each followed by a link when
+//! a trace URL template is set (`--trace-url`, `CHIT_TRACE_URL`, or the
+//! config file's `trace_url`).
 
 use crate::api_client::{get_json, get_task};
 use crate::settings::Settings;
@@ -32,6 +35,11 @@ pub enum TaskAction {
         #[arg(long, value_name = "SECS", default_value_t = DEFAULT_SHOW_WAIT_SECS,
               value_parser = parse_wait, visible_alias = "wait")]
         wait_secs: f64,
+        /// Link each trace id: a URL with `{trace_id}` in it, such as
+        /// https://grafana.example/explore?traceId={trace_id} [default: the
+        /// config file's `trace_url`]
+        #[arg(long, env = "CHIT_TRACE_URL", value_name = "TEMPLATE")]
+        trace_url: Option<String>,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -67,7 +75,7 @@ pub struct ApiArgs {
     /// The sink's HTTP API: HOST:PORT, :PORT, HOST or http://HOST:PORT
     /// [default: the config file's `[sink] api`, else 127.0.0.1:8700]
     #[arg(long = "api", env = "CHIT_API_URL")]
-    url: Option<String>,
+    pub(crate) url: Option<String>,
 }
 
 /// Fetches and prints; an API error (unknown task, bad filter) is an error.
@@ -77,8 +85,18 @@ pub async fn run(settings: &Settings, action: TaskAction) -> Result<ExitCode> {
             task_id,
             json,
             wait_secs: wait,
+            trace_url,
             api,
         } => {
+            let trace_url = trace_url.or_else(|| settings.file.trace_url.clone());
+            if let Some(t) = &trace_url
+                && !t.contains(receipts_sink::render::TRACE_ID_PLACEHOLDER)
+            {
+                bail!(
+                    "trace URL template {t:?} has no {} to put the trace id in",
+                    receipts_sink::render::TRACE_ID_PLACEHOLDER
+                );
+            }
             let base = settings.api_url(api.url)?;
             let Some(body) = get_task(&base, &task_id, Duration::from_secs_f64(wait)).await? else {
                 bail!(
@@ -94,7 +112,11 @@ pub async fn run(settings: &Settings, action: TaskAction) -> Result<ExitCode> {
                 let view: receipts_sink::TaskView = serde_json::from_value(body)?;
                 print!(
                     "{}",
-                    receipts_sink::render::render_tree_to_width(&view, output_width())
+                    receipts_sink::render::render_tree_linked(
+                        &view,
+                        output_width(),
+                        trace_url.as_deref()
+                    )
                 );
             }
         }

@@ -10,7 +10,14 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
+    /// Where the file was read from; `None` when there is none. Paths in
+    /// the file (a capability's `schema`) are relative to its directory.
+    #[serde(skip)]
+    pub path: Option<PathBuf>,
     pub amqp_url: Option<String>,
+    /// `chit task show` links each trace id through this URL template,
+    /// its `{trace_id}` replaced (as `CHIT_TRACE_URL`).
+    pub trace_url: Option<String>,
     #[serde(default)]
     pub worker: WorkerFile,
     #[serde(default)]
@@ -56,6 +63,9 @@ pub struct CapabilityFile {
     pub max_backoff_ms: Option<u64>,
     pub delivery_limit: Option<u32>,
     pub timeout_secs: Option<f64>,
+    /// The payload schema: a JSON Schema file (relative to the config
+    /// file's directory) or an inline table; read by `schema_settings`.
+    pub schema: Option<toml::Value>,
 }
 
 impl FileConfig {
@@ -73,7 +83,10 @@ impl FileConfig {
         };
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading config file {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+        let mut file: FileConfig = toml::from_str(&text)
+            .with_context(|| format!("parsing config file {}", path.display()))?;
+        file.path = Some(path);
+        Ok(file)
     }
 
     /// The file's settings for a capability, if it has any.

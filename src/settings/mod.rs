@@ -17,11 +17,14 @@
 //! - `sink_settings`: [`SinkSettings`] into `receipts_sink::SinkConfig`.
 //! - `executor_settings`: the file's `[executor.NAME]` tables into the
 //!   worker's `Registry`, through the worker crate's kind table.
+//! - `schema_settings`: a `[[capability]]`'s `schema` (a JSON Schema file or
+//!   inline table), compiled for the worker and `chit publish`.
 
 mod address;
 mod config_file;
 mod executor_settings;
 mod retry_flags;
+mod schema_settings;
 mod sink_settings;
 mod worker_settings;
 
@@ -31,6 +34,7 @@ mod tests;
 pub use config_file::{FileConfig, default_store_url};
 pub use retry_flags::RetryFlags;
 pub(crate) use retry_flags::parse_time_limit;
+pub use schema_settings::SchemaSource;
 pub use sink_settings::SinkSettings;
 pub use worker_settings::WorkerSettings;
 

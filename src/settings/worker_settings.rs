@@ -43,7 +43,8 @@ impl Settings {
     /// [`WorkerConfig::new`]'s defaults.
     pub fn worker_config(&self, given: &WorkerSettings) -> Result<WorkerConfig> {
         let file = &self.file.worker;
-        let caps = self.capability_configs(&given.capabilities, &given.retry);
+        let mut caps = self.capability_configs(&given.capabilities, &given.retry);
+        self.attach_schemas(&mut caps)?;
         let mut config = WorkerConfig::new(&self.amqp_url, caps);
         if let Some(c) = given.concurrency.or(file.concurrency) {
             config.concurrency = c;

@@ -13,16 +13,21 @@
 //!
 //! What to do is decided in `decision`, without I/O; the one run-time limit
 //! of the attempt and its timer are in `time_limit`; the properties of every
-//! copy are made in `copy`. This file carries them out against the broker.
+//! copy are made in `copy`; its `process` and `execute` spans and the trace
+//! context of its receipts in `spans`. This file carries them out against
+//! the broker.
 
 mod copy;
 mod decision;
+mod spans;
 pub(crate) mod time_limit;
 
 use crate::cancel::{CancelBook, Started};
 use crate::config::CapabilityConfig;
 use crate::executor::{ExecError, Executor, Outcome, TaskContext};
 use crate::lease::{LeaseBook, Settle};
+use crate::metrics::{Tally, TaskMetrics};
+use broker_link::trace_context;
 use broker_link::{BrokerLink, LinkError, Outgoing, PublishOutcome, ReceiptPublisher};
 use broker_topology::envelope::{H_CARRIED_DELIVERIES, H_DRAIN_RETURNS, ParsedEnvelope};
 use broker_topology::{Receipt, ReceiptType, TaskEnvelope, Topology, codec, names};
@@ -42,6 +47,8 @@ const HAND_BACK_WAIT: Duration = Duration::from_secs(5);
 pub(crate) struct Served {
     pub(crate) config: CapabilityConfig,
     pub(crate) executor: Arc<dyn Executor>,
+    /// The capability's series, looked up once.
+    pub(crate) metrics: TaskMetrics,
 }
 
 /// What every task of a worker shares.
@@ -88,14 +95,18 @@ pub(crate) async fn run<S: Send>(
         }
         return;
     }
+    let process = spans::process_span(&env, &shared.worker_id, &delivery);
+    let trace = spans::TaskTrace::start(&env, &process);
     let span = tracing::info_span!(
         "task",
         task_id = %env.task_id,
         task_type = %env.task_type,
         attempt = env.attempt,
         delivery = env.delivery_count + 1,
+        trace_id = %trace.context.trace_id,
     );
     async move {
+        let _in_flight = served.metrics.started(crate::metrics::queue_wait(&env));
         let tag = delivery.delivery_tag;
         let mut body = json!({
             "delivery": env.delivery_count + 1,
@@ -115,7 +126,8 @@ pub(crate) async fn run<S: Send>(
             env.attempt,
         )
         .with_worker(&shared.worker_id)
-        .with_body(body);
+        .with_body(body)
+        .with_trace(trace.context, trace.own_span);
         if env.redelivered || env.delivery_count > 0 {
             // A redelivery may be a task that kills its worker: make sure its
             // accepted receipt is on the broker before it runs again.
@@ -127,7 +139,8 @@ pub(crate) async fn run<S: Send>(
         }
         tracing::debug!("accepted");
 
-        let Some(outcome) = execute(&shared, &served, &env, problem, &delivery.data).await else {
+        let executed = execute(&shared, &served, &env, problem, &delivery.data, &trace).await;
+        let Some(outcome) = executed else {
             // The worker began to stop while this delivery was accepted but
             // not yet started: hand it back unrun, under the id `accepted` gave.
             drop(slot);
@@ -143,6 +156,7 @@ pub(crate) async fn run<S: Send>(
             leases.settle(tag, how);
         }
     }
+    .instrument(process)
     .instrument(span)
     .await
 }
@@ -155,9 +169,10 @@ async fn execute(
     env: &TaskEnvelope,
     problem: Option<broker_topology::Error>,
     body: &[u8],
+    trace: &spans::TaskTrace,
 ) -> Option<Result<Outcome, ExecError>> {
     let ready = prepare(shared, served, env, problem, body);
-    let (ctx, payload, limit) = match ready {
+    let (mut ctx, payload, limit) = match ready {
         Ok(r) => r,
         Err(e) => return Some(Err(e)),
     };
@@ -172,12 +187,28 @@ async fn execute(
         Ok(s) => s,
         Err(how) => return Some(Err(Refusal::from(how).into())),
     };
+    let span = spans::execute_span(env, served.executor.name());
+    if let Some(own) = trace.for_children(&span) {
+        ctx.traceparent = Some(own);
+    }
     let run = served.executor.execute(&ctx, payload, cancellation);
-    Some(time_limit::enforce(limit, &canceller, run).await)
+    let began = Instant::now();
+    let result = time_limit::enforce(limit, &canceller, run)
+        .instrument(span.clone())
+        .await;
+    if let Err(e) = &result
+        && trace_context::enabled()
+    {
+        trace_context::set_error(&span, &e.to_string());
+    }
+    drop(span);
+    served.metrics.executed(began.elapsed());
+    Some(result)
 }
 
 /// Everything before the executor runs: the preflight checks, the payload
-/// decoded and validated, the run-time limit.
+/// decoded and validated (against the capability's own schema, then by the
+/// executor), the run-time limit.
 fn prepare(
     shared: &Shared,
     served: &Served,
@@ -192,6 +223,7 @@ fn prepare(
         served.config.delivery_limit,
     )?;
     let payload = codec::decode_payload(body, env.content_type).map_err(Refusal::Payload)?;
+    decision::check_schema(served.config.schema.as_deref(), &payload)?;
     served.executor.validate(&payload)?;
     let limit = time_limit::effective(
         env.timeout_ms.map(Duration::from_millis),
@@ -280,7 +312,14 @@ async fn finish(
         lease_usable: delivery.acker.usable(),
         jitter: rand::random::<f64>(),
     };
-    let plan = decision::plan(&facts, outcome);
+    let mut plan = decision::plan(&facts, outcome);
+    for r in &mut plan.receipts {
+        (r.trace_id, r.span_id) = (accepted.trace_id, accepted.span_id);
+    }
+    spans::record_outcome(
+        plan.outcome,
+        plan.error.as_ref().map(|e| e as &dyn std::fmt::Display),
+    );
     let error = plan.error.as_ref().map(tracing::field::display);
     if let Some(copy) = &plan.copy {
         let last_error = copy.last_error.as_deref();
@@ -356,14 +395,18 @@ async fn finish(
                 }
                 None => tracing::info!(outcome = plan.outcome, error, "task finished"),
             }
-            confirm(shared, plan.receipts).await
+            confirm(shared, &served.metrics, plan.receipts).await
         }
     }
 }
 
-async fn confirm(shared: &Shared, receipts: Vec<Receipt>) -> Option<Settle> {
+async fn confirm(shared: &Shared, metrics: &TaskMetrics, receipts: Vec<Receipt>) -> Option<Settle> {
+    let tally = Tally::of(&receipts);
     match shared.receipts.submit(receipts).await.await {
-        Ok(()) => Some(Settle::Ack),
+        Ok(()) => {
+            metrics.settled(tally);
+            Some(Settle::Ack)
+        }
         Err(e) => {
             tracing::warn!(error = %e, "final receipt not confirmed; leaving the lease for redelivery");
             None
@@ -427,7 +470,14 @@ async fn publish_copy(
         properties,
         mandatory: true,
     };
-    match shared.link.publish_confirmed(&message, deadline).await {
+    let message_id = message.properties.message_id().as_ref().map(|m| m.as_str());
+    let span = spans::copy_span(exchange, routing_key, message_id);
+    let outcome = shared
+        .link
+        .publish_confirmed(&message, deadline)
+        .instrument(span)
+        .await;
+    match outcome {
         PublishOutcome::Confirmed => Ok(()),
         PublishOutcome::Returned { reply_text, .. } => Err(CopyError::Returned {
             exchange: exchange.to_owned(),

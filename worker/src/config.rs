@@ -3,7 +3,8 @@
 
 use broker_link::BatchConfig;
 use broker_topology::retry::RetryPolicy;
-use broker_topology::{Capability, declare::DEFAULT_DELIVERY_LIMIT};
+use broker_topology::{Capability, PayloadSchema, declare::DEFAULT_DELIVERY_LIMIT};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// One capability (task type) the worker consumes.
@@ -20,6 +21,11 @@ pub struct CapabilityConfig {
     pub delivery_limit: u32,
     /// Default run-time limit (a task's `x-chit-timeout-ms` overrides).
     pub timeout: Option<Duration>,
+    /// The capability's own payload schema, compiled once: every payload is
+    /// checked against it before the executor sees it, and one that breaks
+    /// it fails at once with reason `invalid_payload`, never retried.
+    /// `None` leaves the payload to the executor's own checks.
+    pub schema: Option<Arc<PayloadSchema>>,
 }
 
 impl CapabilityConfig {
@@ -32,6 +38,7 @@ impl CapabilityConfig {
             retry: RetryPolicy::default(),
             delivery_limit: DEFAULT_DELIVERY_LIMIT,
             timeout: None,
+            schema: None,
         }
     }
 
@@ -79,6 +86,9 @@ pub struct WorkerConfig {
     pub health_addr: Option<std::net::SocketAddr>,
     /// Time between two health checks of each executor.
     pub health_interval: Duration,
+    /// Time between two heartbeats on the events exchange
+    /// ([`broker_topology::heartbeat::HEARTBEAT_INTERVAL`] by default).
+    pub heartbeat_interval: Duration,
 }
 
 impl WorkerConfig {
@@ -107,6 +117,7 @@ impl WorkerConfig {
             kill_grace: Self::DEFAULT_KILL_GRACE,
             health_addr: None,
             health_interval: Self::DEFAULT_HEALTH_INTERVAL,
+            heartbeat_interval: broker_topology::heartbeat::HEARTBEAT_INTERVAL,
         }
     }
 

@@ -1,4 +1,5 @@
-//! `GET /healthz` and `GET /readyz` for a worker, for probes and people.
+//! `GET /healthz` and `GET /readyz` for a worker, for probes and people,
+//! beside `GET /metrics` (see `metrics`).
 //!
 //! `/healthz` is the broker connection: 200 while connected (also while the
 //! broker blocks publishers: restarting the worker would not help, and the
@@ -62,16 +63,18 @@ async fn readyz(State(h): State<Health>) -> (StatusCode, Json<serde_json::Value>
     )
 }
 
-/// Serves `/healthz` and `/readyz` on `addr` until shutdown.
+/// Serves `/healthz`, `/readyz` and `/metrics` on `addr` until shutdown.
 pub(crate) async fn serve(
     addr: SocketAddr,
     link: Arc<BrokerLink>,
     worker_id: String,
     readiness: Arc<Readiness>,
+    metrics: Arc<crate::metrics::WorkerMetrics>,
     mut shutdown: Shutdown,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(health_addr = %listener.local_addr()?, "health endpoint listening");
+    let metrics = crate::metrics::routes(metrics, link.clone());
     let app = axum::Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -79,7 +82,8 @@ pub(crate) async fn serve(
             link,
             worker_id,
             readiness,
-        });
+        })
+        .merge(metrics);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.recv().await })
         .await

@@ -13,7 +13,7 @@
 
 use crate::metrics::WorkerMetrics;
 use crate::shutdown::Shutdown;
-use broker_link::{BrokerLink, Outgoing};
+use broker_link::{BrokerLink, LinkState, Outgoing};
 use broker_topology::heartbeat::HEARTBEAT_INTERVAL;
 use broker_topology::{ContentType, Heartbeat, names};
 use chrono::{DateTime, Utc};
@@ -56,7 +56,10 @@ pub(crate) async fn run(beat: Beat, mut stop: Shutdown) {
         started: Instant::now(),
         channel: None,
     };
-    let mut ticker = tokio::time::interval(interval);
+    // The first beat one interval in, not at once: a broker under a
+    // resource alarm stops reading a connection at its first publish, and
+    // the worker's subscriptions must be through before that.
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -87,7 +90,9 @@ impl Beating {
 
     /// One heartbeat, if the link is up; waits at most `interval` for it.
     async fn send(&mut self, stopping: bool, interval: Duration) {
-        if !self.beat.link.state().is_healthy() {
+        // Not while blocked either: the publish would stall the connection
+        // the worker's acks travel on.
+        if !matches!(self.beat.link.state(), LinkState::Connected) {
             return;
         }
         let deadline = Instant::now() + interval;
@@ -95,7 +100,9 @@ impl Beating {
             return;
         };
         let channel = match &self.channel {
-            Some((generation, c)) if *generation == session.generation && c.status().connected() => {
+            Some((generation, c))
+                if *generation == session.generation && c.status().connected() =>
+            {
                 c.clone()
             }
             _ => match broker_link::publish::confirm_channel(&session).await {

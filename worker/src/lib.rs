@@ -13,6 +13,8 @@
 //! - `control`: listens for cancel requests.
 //! - `dead_letter_watch`: writes the receipt of a task the broker dead-lettered.
 //! - `health`: the optional `/healthz` and `/readyz` endpoints.
+//! - `metrics`: the Prometheus metrics, `/metrics` on the same address.
+//! - `heartbeat`: the heartbeat on the events exchange, for live-worker lists.
 //! - `readiness`: executor health checks, at start and periodically.
 //! - [`shutdown`]: the stop signal every task holds.
 
@@ -26,7 +28,9 @@ mod error;
 pub mod executor;
 pub mod executors;
 mod health;
+mod heartbeat;
 mod lease;
+mod metrics;
 mod readiness;
 mod registry;
 pub mod shutdown;

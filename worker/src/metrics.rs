@@ -9,12 +9,15 @@
 //! counts (connections) are read when Prometheus scrapes. The names and their
 //! meanings are listed in docs/operations.md ("Metrics").
 
+use axum::http::header;
+use axum::routing::get;
 use broker_link::{BrokerLink, ReceiptObserver};
 use broker_topology::{ReceiptType, TaskEnvelope};
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The label that tells capabilities apart.
@@ -69,15 +72,14 @@ pub(crate) struct TaskMetrics {
 }
 
 /// A task counted in flight until this is dropped.
-pub(crate) struct InFlight {
-    in_flight: IntGauge,
-    in_flight_total: IntGauge,
+pub(crate) struct InFlight<'a> {
+    metrics: &'a TaskMetrics,
 }
 
-impl Drop for InFlight {
+impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.in_flight.dec();
-        self.in_flight_total.dec();
+        self.metrics.in_flight.dec();
+        self.metrics.in_flight_total.dec();
     }
 }
 
@@ -114,7 +116,9 @@ impl Tally {
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), &[TASK_TYPE]).expect("valid metric");
-    registry.register(Box::new(c.clone())).expect("unique metric");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric");
     c
 }
 
@@ -124,7 +128,9 @@ fn histogram(registry: &Registry, name: &str, help: &str) -> HistogramVec {
         &[TASK_TYPE],
     )
     .expect("valid metric");
-    registry.register(Box::new(h.clone())).expect("unique metric");
+    registry
+        .register(Box::new(h.clone()))
+        .expect("unique metric");
     h
 }
 
@@ -211,14 +217,20 @@ impl WorkerMetrics {
         )
         .expect("valid metric");
         let info = IntGaugeVec::new(
-            Opts::new("chit_worker_info", "The worker's id and chit version; always 1."),
+            Opts::new(
+                "chit_worker_info",
+                "The worker's id and chit version; always 1.",
+            ),
             &["worker_id", "version"],
         )
         .expect("valid metric");
         info.with_label_values(&[worker_id, env!("CARGO_PKG_VERSION")])
             .set(1);
-        let slots = IntGauge::new("chit_worker_concurrency", "Tasks the worker runs at once at most.")
-            .expect("valid metric");
+        let slots = IntGauge::new(
+            "chit_worker_concurrency",
+            "Tasks the worker runs at once at most.",
+        )
+        .expect("valid metric");
         slots.set(concurrency as i64);
         for c in [
             Box::new(link_reconnects.clone()) as Box<dyn prometheus::core::Collector>,
@@ -290,6 +302,15 @@ impl WorkerMetrics {
     }
 }
 
+/// `GET /metrics`, for the health server.
+pub(crate) fn routes(metrics: Arc<WorkerMetrics>, link: Arc<BrokerLink>) -> axum::Router {
+    let scrape = move || {
+        let text = metrics.render(&link);
+        async move { ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text) }
+    };
+    axum::Router::new().route("/metrics", get(scrape))
+}
+
 impl ReceiptObserver for WorkerMetrics {
     fn batch_confirmed(&self, receipts: usize) {
         self.receipts_published.inc_by(receipts as u64);
@@ -300,17 +321,14 @@ impl ReceiptObserver for WorkerMetrics {
 impl TaskMetrics {
     /// A delivery taken on (its `accepted` receipt emitted); it counts in
     /// flight until the guard is dropped. `queue_wait` is observed when known.
-    pub(crate) fn started(&self, queue_wait: Option<Duration>) -> InFlight {
+    pub(crate) fn started(&self, queue_wait: Option<Duration>) -> InFlight<'_> {
         self.started.inc();
         self.in_flight.inc();
         self.in_flight_total.inc();
         if let Some(wait) = queue_wait {
             self.queue_wait.observe(wait.as_secs_f64());
         }
-        InFlight {
-            in_flight: self.in_flight.clone(),
-            in_flight_total: self.in_flight_total.clone(),
-        }
+        InFlight { metrics: self }
     }
 
     /// The executor ran for `took`.
@@ -346,7 +364,10 @@ pub(crate) fn queue_wait(env: &TaskEnvelope) -> Option<Duration> {
     let published_ms = env
         .published_ms
         .or_else(|| env.timestamp.map(|s| s.saturating_mul(1000)))?;
-    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_millis() as u64;
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .ok()?
+        .as_millis() as u64;
     Some(Duration::from_millis(now_ms.saturating_sub(published_ms)))
 }
 
@@ -384,14 +405,44 @@ mod tests {
         let text = m.render(&link);
         let b = r#"{task_type="build"}"#;
         let d = r#"{task_type="deploy"}"#;
-        assert_eq!(value(&text, &format!("chit_worker_tasks_started_total{b}")), 1.0);
-        assert_eq!(value(&text, &format!("chit_worker_tasks_failed_total{b}")), 1.0);
-        assert_eq!(value(&text, &format!("chit_worker_tasks_retried_total{b}")), 1.0);
-        assert_eq!(value(&text, &format!("chit_worker_tasks_succeeded_total{b}")), 0.0);
-        assert_eq!(value(&text, &format!("chit_worker_tasks_started_total{d}")), 0.0);
-        assert_eq!(value(&text, &format!("chit_worker_tasks_in_flight{b}")), 0.0);
-        assert_eq!(value(&text, &format!("chit_worker_task_execution_seconds_count{b}")), 1.0);
-        assert_eq!(value(&text, &format!("chit_worker_task_queue_wait_seconds_sum{b}")), 0.03);
+        assert_eq!(
+            value(&text, &format!("chit_worker_tasks_started_total{b}")),
+            1.0
+        );
+        assert_eq!(
+            value(&text, &format!("chit_worker_tasks_failed_total{b}")),
+            1.0
+        );
+        assert_eq!(
+            value(&text, &format!("chit_worker_tasks_retried_total{b}")),
+            1.0
+        );
+        assert_eq!(
+            value(&text, &format!("chit_worker_tasks_succeeded_total{b}")),
+            0.0
+        );
+        assert_eq!(
+            value(&text, &format!("chit_worker_tasks_started_total{d}")),
+            0.0
+        );
+        assert_eq!(
+            value(&text, &format!("chit_worker_tasks_in_flight{b}")),
+            0.0
+        );
+        assert_eq!(
+            value(
+                &text,
+                &format!("chit_worker_task_execution_seconds_count{b}")
+            ),
+            1.0
+        );
+        assert_eq!(
+            value(
+                &text,
+                &format!("chit_worker_task_queue_wait_seconds_sum{b}")
+            ),
+            0.03
+        );
         assert_eq!(value(&text, "chit_worker_receipts_published_total"), 3.0);
         assert_eq!(value(&text, "chit_worker_receipt_batch_size_count"), 1.0);
         assert_eq!(value(&text, "chit_worker_link_reconnects_total"), 0.0);
@@ -413,7 +464,10 @@ mod tests {
                 ..Tally::default()
             }
         );
-        assert_eq!(Tally::of(&[receipt(ReceiptType::Accepted)]), Tally::default());
+        assert_eq!(
+            Tally::of(&[receipt(ReceiptType::Accepted)]),
+            Tally::default()
+        );
     }
 
     #[test]
@@ -426,10 +480,16 @@ mod tests {
         assert_eq!(queue_wait(&env), None);
         env.timestamp = Some(now_ms / 1000 - 10);
         let wait = queue_wait(&env).unwrap();
-        assert!(wait >= Duration::from_secs(10) && wait < Duration::from_secs(12), "{wait:?}");
+        assert!(
+            wait >= Duration::from_secs(10) && wait < Duration::from_secs(12),
+            "{wait:?}"
+        );
         env.published_ms = Some(now_ms - 250);
         let wait = queue_wait(&env).unwrap();
-        assert!(wait >= Duration::from_millis(250) && wait < Duration::from_secs(2), "{wait:?}");
+        assert!(
+            wait >= Duration::from_millis(250) && wait < Duration::from_secs(2),
+            "{wait:?}"
+        );
         env.published_ms = Some(now_ms + 60_000);
         assert_eq!(queue_wait(&env), Some(Duration::ZERO));
         env.attempt = 2;

@@ -110,12 +110,26 @@ pub async fn run(
     );
     if let Some(addr) = config.health_addr {
         let (link, id, stop) = (link.clone(), config.worker_id.clone(), signal.clone());
+        let metrics = metrics.clone();
         tokio::spawn(async move {
-            if let Err(e) = crate::health::serve(addr, link, id, readiness, stop).await {
+            if let Err(e) = crate::health::serve(addr, link, id, readiness, metrics, stop).await {
                 tracing::error!(error = %e, %addr, "cannot serve /healthz");
             }
         });
     }
+    // Heartbeats go on through the drain; the last says the worker stops.
+    let (heartbeat_stop, heartbeat_signal) = shutdown();
+    let heartbeat = tokio::spawn(crate::heartbeat::run(
+        crate::heartbeat::Beat {
+            link: link.clone(),
+            metrics: metrics.clone(),
+            worker_id: config.worker_id.clone(),
+            capabilities: config.capabilities.iter().map(|c| c.name.clone()).collect(),
+            concurrency: config.concurrency,
+            interval: config.heartbeat_interval,
+        },
+        heartbeat_signal,
+    ));
     let (caught_up_tx, mut caught_up) = tokio::sync::watch::channel(false);
     let listener = tokio::spawn(crate::control::listen(
         link.clone(),
@@ -170,6 +184,8 @@ pub async fn run(
         );
         receipts_abort.abort();
     }
+    heartbeat_stop.fire();
+    let _ = tokio::time::timeout(Duration::from_secs(5), heartbeat).await;
     link.close().await;
     tracing::info!("worker stopped");
     Ok(())

@@ -48,9 +48,9 @@ pub(super) async fn open(url: &str) -> Result<PgPool, SinkError> {
 
 const INSERT_RECEIPTS: &str = "INSERT INTO receipts (receipt_id, task_id, task_type, \
      receipt_type, parent_receipt_ids, worker_id, attempt, created_at, body, artifacts, \
-     stored_at) \
-     SELECT u.*, $11 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
-     $6::text[], $7::int8[], $8::text[], $9::text[], $10::text[]) AS u \
+     trace_id, span_id, stored_at) \
+     SELECT u.*, $13 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+     $6::text[], $7::int8[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[]) AS u \
      ON CONFLICT (receipt_id) DO NOTHING";
 
 /// The task upsert (see `store/upsert.rs`), rendered once.
@@ -95,6 +95,18 @@ pub(super) async fn write(
             .bind(col(&|r| r.created_at.clone()))
             .bind(col(&|r| r.body.clone()))
             .bind(col(&|r| r.artifacts.clone()))
+            .bind(
+                b.receipts
+                    .iter()
+                    .map(|r| r.receipt.trace_id.map(|id| id.to_string()))
+                    .collect::<Vec<Option<String>>>(),
+            )
+            .bind(
+                b.receipts
+                    .iter()
+                    .map(|r| r.receipt.span_id.map(|id| id.to_string()))
+                    .collect::<Vec<Option<String>>>(),
+            )
             .bind(b.stored_at.as_str())
             .execute(&mut *tx)
             .await?

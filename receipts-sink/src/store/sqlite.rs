@@ -25,7 +25,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// SQLite's default `SQLITE_MAX_VARIABLE_NUMBER`.
 const MAX_PARAMS: usize = 32766;
 
-const RECEIPT_COLUMNS: usize = 11;
+const RECEIPT_COLUMNS: usize = 13;
 const TASK_COLUMNS: usize = TaskDelta::TABLE.columns.len();
 
 pub(super) async fn open(url: &str) -> Result<SqlitePool, SinkError> {
@@ -201,7 +201,7 @@ pub(super) fn values_sql(head: &str, rows: usize, cols: usize, tail: &str) -> St
 
 const INSERT_RECEIPTS: &str = "INSERT INTO receipts (receipt_id, task_id, task_type, \
      receipt_type, parent_receipt_ids, worker_id, attempt, created_at, body, artifacts, \
-     stored_at) VALUES ";
+     trace_id, span_id, stored_at) VALUES ";
 
 /// The task upsert around its rows (see `store/upsert.rs`), rendered once.
 static UPSERT_TASKS: LazyLock<(String, String)> =
@@ -245,6 +245,8 @@ pub(super) async fn write(
                 .bind(row.created_at.as_str())
                 .bind(row.body.as_str())
                 .bind(row.artifacts.as_str())
+                .bind(r.trace_id.map(|id| id.to_string()))
+                .bind(r.span_id.map(|id| id.to_string()))
                 .bind(b.stored_at.as_str());
         }
         inserted += q.execute(&mut *tx).await?.rows_affected();

@@ -1,10 +1,11 @@
 //! The attempt's decisions, made without I/O so they can be tested alone.
 //!
 //! [`preflight`] says whether a delivery may run at all, with a [`Refusal`]
-//! by kind when not. [`plan`] turns the execution's result into a [`Plan`]:
-//! the copy to publish (a retry into a delay queue, a dead letter, or an
-//! attempt the worker's shutdown interrupted, back to the task queue), the
-//! receipts that announce the ending, and how to settle the lease. The
+//! by kind when not; [`check_schema`] whether its decoded payload fits the
+//! capability's own schema. [`plan`] turns the execution's result into a
+//! [`Plan`]: the copy to publish (a retry into a delay queue, a dead letter,
+//! or an attempt the worker's shutdown interrupted, back to the task queue),
+//! the receipts that announce the ending, and how to settle the lease. The
 //! attempt carries a plan out in the order docs/protocol.md fixes: the copy
 //! confirmed, then the receipts confirmed, then the ack. A run that is not
 //! done yet is planned in `poll`.
@@ -14,7 +15,7 @@ mod poll;
 use crate::cancel::Cancelled;
 use crate::executor::{ExecError, ExecErrorKind, Outcome};
 use broker_topology::retry::RetryPolicy;
-use broker_topology::{Receipt, ReceiptType, TaskEnvelope, names};
+use broker_topology::{PayloadSchema, Receipt, ReceiptType, TaskEnvelope, names};
 use serde_json::{Value, json};
 use thiserror::Error;
 
@@ -40,6 +41,10 @@ pub(crate) enum Refusal {
     /// The body cannot be decoded: dead-lettered.
     #[error("{0}")]
     Payload(broker_topology::Error),
+    /// The payload breaks the capability's own schema: dead-lettered, with
+    /// every violation at its JSON pointer.
+    #[error("{0}")]
+    Schema(broker_topology::Error),
 }
 
 impl From<Refusal> for ExecError {
@@ -48,7 +53,26 @@ impl From<Refusal> for ExecError {
             Refusal::Cancelled(how) => ExecError::from_cancel(how.reason()),
             Refusal::Envelope(_) | Refusal::Payload(_) => ExecError::invalid(r.to_string()),
             Refusal::Poison { .. } => ExecError::new(ExecErrorKind::Permanent, r.to_string()),
+            Refusal::Schema(e) => {
+                let violations: Vec<Value> = match e.kind() {
+                    broker_topology::ErrorKind::InvalidPayload(v) => v
+                        .iter()
+                        .map(|v| json!({"pointer": v.pointer, "message": v.message}))
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                ExecError::invalid(e.to_string()).with_details(json!({"violations": violations}))
+            }
         }
+    }
+}
+
+/// The check of a decoded payload against the capability's own schema, if
+/// it has one; the executor's `validate` comes after it.
+pub(crate) fn check_schema(schema: Option<&PayloadSchema>, payload: &Value) -> Result<(), Refusal> {
+    match schema {
+        Some(schema) => schema.check(payload).map_err(Refusal::Schema),
+        None => Ok(()),
     }
 }
 
@@ -534,6 +558,34 @@ mod tests {
         assert!(matches!(refusal, Refusal::Cancelled(Cancelled::Graceful)));
         let p = plan(&facts(&e), Err(refusal.into()));
         assert_eq!(types(&p), [ReceiptType::Cancelled]);
+    }
+
+    #[test]
+    fn a_payload_breaking_the_capabilitys_schema_fails_at_once_naming_the_pointer() {
+        let schema = PayloadSchema::compile(
+            "build",
+            json!({"type": "object", "required": ["target"],
+                   "properties": {"target": {"type": "string"}, "jobs": {"type": "integer"}}}),
+        )
+        .unwrap();
+        assert!(check_schema(None, &json!("anything")).is_ok());
+        assert!(check_schema(Some(&schema), &json!({"target": "all", "jobs": 2})).is_ok());
+        let refusal =
+            check_schema(Some(&schema), &json!({"target": "all", "jobs": "2"})).unwrap_err();
+        // Even on an attempt that has others left, it is not retried.
+        let e = env(1);
+        let p = plan(&facts(&e), Err(refusal.into()));
+        assert_eq!(types(&p), [ReceiptType::Failure, ReceiptType::DeadLettered]);
+        let body = &p.receipts[0].body;
+        assert_eq!(body["reason"], "invalid_payload");
+        assert_eq!(body["retryable"], false);
+        assert_eq!(body["violations"][0]["pointer"], "/jobs");
+        let error = body["error"].as_str().unwrap();
+        assert!(
+            error.starts_with("invalid build payload: /jobs: "),
+            "{error}"
+        );
+        assert_eq!(p.copy.unwrap().to, Destination::DeadLetter);
     }
 
     #[test]
