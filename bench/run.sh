@@ -75,9 +75,13 @@ chit_run() {
     CHIT_LOG=warn "$bin/chit" worker --amqp-url "$url" --capability noop --concurrency "$conc" \
         --prefetch $((conc * 2 > 100 ? conc * 2 : 100)) 2>"$out/$v.worker.log" &
     local worker=$!
-    # Both consumers subscribed before the clock starts.
+    # The worker on the task queue and the sink on its receipts queue, both
+    # subscribed before the clock starts (they consume other queues too, so
+    # a count of consumers is not enough).
     for _ in $(seq 1 100); do
-        [ "$(rabbitmqctl -q list_consumers -p "$v" 2>/dev/null | wc -l)" -ge 3 ] && break
+        rabbitmqctl -q list_consumers -p "$v" queue_name 2>/dev/null |
+            awk '$1 == "chit.task.noop" { t = 1 } $1 == "chit.sink.default" { s = 1 }
+                 END { exit !(t && s) }' && break
         sleep 0.1
     done
     local result
