@@ -252,3 +252,61 @@ async fn purge_asks_first_and_leaves_a_purged_receipt_for_every_task() {
         .await;
     }
 }
+
+/// On a terminal, purge asks first: "n" deletes nothing, "y" purges.
+/// `script` gives the command a pseudo-terminal, as a user's shell would.
+#[tokio::test(flavor = "multi_thread")]
+async fn purge_on_a_terminal_asks_and_does_only_what_it_is_told() {
+    let (vhost, _tap) = setup().await;
+    let dead_queue = names::dead_letter_queue(CAP);
+    let ch = vhost.connect().await.create_channel().await.unwrap();
+    ch.basic_publish(
+        "".into(),
+        dead_queue.as_str().into(),
+        BasicPublishOptions::default(),
+        b"{}",
+        TaskEnvelope::new(CAP).to_properties(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    wait_for("the dead letter in its queue", WAIT, || async {
+        (depth(&vhost, &dead_queue).await == 1).then_some(())
+    })
+    .await;
+    let on_a_terminal = |answer: &str| {
+        let line = format!(
+            "{} dlq purge {CAP} --amqp-url {}",
+            env!("CARGO_BIN_EXE_chit"),
+            vhost.url
+        );
+        let mut script = std::process::Command::new("script");
+        script
+            .args(["-qec", &line, "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = script.spawn().expect("script(1) from util-linux");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{answer}\n").as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (ok, shown) = on_a_terminal("n");
+    assert!(!ok, "declining must not succeed: {shown}");
+    assert!(shown.contains("[y/N]"), "the question is asked: {shown}");
+    assert_eq!(depth(&vhost, &dead_queue).await, 1, "{shown}");
+    let (ok, shown) = on_a_terminal("y");
+    assert!(ok, "{shown}");
+    assert!(shown.contains("purged 1"), "{shown}");
+    assert_eq!(depth(&vhost, &dead_queue).await, 0);
+}
