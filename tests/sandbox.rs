@@ -46,7 +46,9 @@ async fn rig_with_worker(working_dirs: &[&Path]) -> (Rig, support::ChildGuard) {
 /// A directory outside /tmp (which the sandbox replaces), so the sandbox
 /// sees it, read-only.
 fn outside_tmp() -> tempfile::TempDir {
-    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
+    // Not under /tmp, which the sandbox replaces with its own: /var/tmp,
+    // wherever the checkout (and so CARGO_TARGET_TMPDIR) happens to be.
+    tempfile::tempdir_in("/var/tmp").unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
