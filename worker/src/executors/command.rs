@@ -218,39 +218,27 @@ impl Executor for CommandExecutor {
             };
             ExecError::new(kind, what)
         })?;
-        let pgid = child.id().map(|id| id as i32);
         if let (Some(text), Some(mut stdin)) = (p.stdin.clone(), child.stdin.take()) {
             tokio::spawn(async move {
                 let _ = stdin.write_all(text.as_bytes()).await;
             });
         }
-        let cap = self.policy.output_cap();
-        let stdout = tokio::spawn(output::capture(child.stdout.take(), cap));
-        let stderr = tokio::spawn(output::capture(child.stderr.take(), cap));
-
-        let mut stopped: Option<CancelReason> = None;
-        let status = tokio::select! {
-            status = child.wait() => status,
-            reason = cancel.cancelled() => {
-                stopped = Some(reason);
-                stop_group(self.kill_grace, pgid, reason, &mut child, &mut cancel).await
-            }
-        }
-        .map_err(|e| {
-            ExecError::new(
-                ExecErrorKind::Unavailable,
-                format!("waiting for the command: {e}"),
-            )
-        })?;
-        if stopped.is_some() {
-            // Whatever the group left behind goes too, so nothing outlives the task.
-            kill_group(pgid, libc::SIGKILL);
-        }
-        guard.release().await;
-        let duration_ms = started.elapsed().as_millis() as u64;
-        // A grandchild that escaped the group may still hold the pipes open.
-        // Cut streams end with a marker saying how much was dropped.
-        let (out, err) = (output::join(stdout).await, output::join(stderr).await);
+        let Finished {
+            status,
+            stopped,
+            duration_ms,
+            stdout: out,
+            stderr: err,
+        } = supervise(
+            child,
+            guard,
+            self.policy.output_cap(),
+            self.kill_grace,
+            started,
+            &mut cancel,
+            "the command",
+        )
+        .await?;
         let (out_bytes, err_bytes) = (out.total(), err.total());
         let (out, err) = (out.text("stdout"), err.text("stderr"));
         let exit_code = status.code();
@@ -340,6 +328,64 @@ impl Executor for CommandExecutor {
         // A shell started as a task's would be: user, limits, sandbox.
         self.policy.health().await
     }
+}
+
+/// How a supervised child ended.
+pub(super) struct Finished {
+    pub(super) status: std::process::ExitStatus,
+    /// Why it was stopped, if it was.
+    pub(super) stopped: Option<CancelReason>,
+    pub(super) duration_ms: u64,
+    pub(super) stdout: output::Captured,
+    pub(super) stderr: output::Captured,
+}
+
+/// Runs a spawned child to its end, the one way for every process executor:
+/// captures its output up to `cap`, stops its group on cancel (SIGTERM, then
+/// SIGKILL after `kill_grace`), kills what the group left behind, and
+/// releases the guard that tied it to this worker. `what` names it in errors.
+pub(super) async fn supervise(
+    mut child: tokio::process::Child,
+    guard: Guard,
+    cap: usize,
+    kill_grace: Duration,
+    started: Instant,
+    cancel: &mut Cancellation,
+    what: &str,
+) -> Result<Finished, ExecError> {
+    let pgid = child.id().map(|id| id as i32);
+    let stdout = tokio::spawn(output::capture(child.stdout.take(), cap));
+    let stderr = tokio::spawn(output::capture(child.stderr.take(), cap));
+    let mut stopped: Option<CancelReason> = None;
+    let status = tokio::select! {
+        status = child.wait() => status,
+        reason = cancel.cancelled() => {
+            stopped = Some(reason);
+            stop_group(kill_grace, pgid, reason, &mut child, cancel).await
+        }
+    }
+    .map_err(|e| {
+        ExecError::new(
+            ExecErrorKind::Unavailable,
+            format!("waiting for {what}: {e}"),
+        )
+    })?;
+    if stopped.is_some() {
+        // Whatever the group left behind goes too, so nothing outlives the task.
+        kill_group(pgid, libc::SIGKILL);
+    }
+    guard.release().await;
+    let duration_ms = started.elapsed().as_millis() as u64;
+    // A grandchild that escaped the group may still hold the pipes open.
+    // Cut streams end with a marker saying how much was dropped.
+    let (stdout, stderr) = (output::join(stdout).await, output::join(stderr).await);
+    Ok(Finished {
+        status,
+        stopped,
+        duration_ms,
+        stdout,
+        stderr,
+    })
 }
 
 /// SIGTERM the group, then SIGKILL after the grace period (at once if forced).

@@ -27,8 +27,8 @@
 mod contract;
 
 use super::command::guard::Guard;
-use super::command::{STDERR_TAIL, kill_group, stop_group, tail};
-use super::process::{self, ChildSpec, PreparedChild, ProcessPolicy, Program, output};
+use super::command::{Finished, STDERR_TAIL, supervise, tail};
+use super::process::{self, ChildSpec, PreparedChild, ProcessPolicy, Program};
 use crate::error::ConfigError;
 use crate::executor::{
     CancelReason, Cancellation, ExecError, ExecErrorKind, Executor, InProgress, Outcome,
@@ -194,7 +194,6 @@ impl Executor for ExecExecutor {
                 format!("cannot start {:?}: {e}", self.program.program),
             )
         })?;
-        let pgid = child.id().map(|id| id as i32);
         if let Some(mut stdin) = child.stdin.take() {
             // A program that does not read its stdin is fine: the write then
             // fails or waits, and ends with the program.
@@ -203,31 +202,22 @@ impl Executor for ExecExecutor {
             });
         }
         let cap = self.policy.output_cap();
-        let stdout = tokio::spawn(output::capture(child.stdout.take(), cap));
-        let stderr = tokio::spawn(output::capture(child.stderr.take(), cap));
-
-        let mut stopped: Option<CancelReason> = None;
-        let status = tokio::select! {
-            status = child.wait() => status,
-            reason = cancel.cancelled() => {
-                stopped = Some(reason);
-                let grace = self.policy.kill_grace();
-                stop_group(grace, pgid, reason, &mut child, &mut cancel).await
-            }
-        }
-        .map_err(|e| {
-            ExecError::new(
-                ExecErrorKind::Unavailable,
-                format!("waiting for the program: {e}"),
-            )
-        })?;
-        if stopped.is_some() {
-            kill_group(pgid, libc::SIGKILL);
-        }
-        guard.release().await;
-        let duration_ms = started.elapsed().as_millis() as u64;
-        // A grandchild that left the group may still hold the pipes open.
-        let (out, err) = (output::join(stdout).await, output::join(stderr).await);
+        let Finished {
+            status,
+            stopped,
+            duration_ms,
+            stdout: out,
+            stderr: err,
+        } = supervise(
+            child,
+            guard,
+            cap,
+            self.policy.kill_grace(),
+            started,
+            &mut cancel,
+            "the program",
+        )
+        .await?;
         let stderr_text = err.text("stderr");
         let exit_code = status.code();
         let signal = std::os::unix::process::ExitStatusExt::signal(&status);

@@ -210,7 +210,6 @@ fn report_pid_before_exec(cmd: &mut Command, report: libc::c_int) {
 mod tests {
     use super::*;
     use std::path::Path;
-    use std::time::{Duration, Instant};
 
     /// Alive and not a zombie (an orphan's zombie waits for a reaping init).
     fn running(pid: i32) -> bool {
@@ -218,10 +217,6 @@ mod tests {
             stat.rsplit_once(')')
                 .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
         })
-    }
-
-    fn read_pid(path: &Path) -> Option<i32> {
-        std::fs::read_to_string(path).ok()?.trim().parse().ok()
     }
 
     #[tokio::test]
@@ -239,61 +234,6 @@ mod tests {
         );
     }
 
-    /// The worker of `a_guard_kills_the_group_when_its_worker_dies`, run in a
-    /// process of its own (this test binary again) so that it can be killed.
-    #[tokio::test]
-    #[ignore = "a helper process, started by another test"]
-    async fn helper_worker() {
-        let Ok(dir) = std::env::var("CHIT_GUARD_TEST_DIR") else {
-            return;
-        };
-        let mut cmd = Command::new("sh");
-        cmd.arg("-c")
-            .arg("echo $$ > \"$D/pid\"; sh -c 'sleep 2; touch \"$D/marker\"' & wait")
-            .env("D", dir)
-            .process_group(0);
-        let _guard = Guard::arm(&mut cmd).unwrap();
-        let _command = cmd.spawn().unwrap();
-        std::future::pending::<()>().await;
-    }
-
-    #[test]
-    fn a_guard_kills_the_group_when_its_worker_dies() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut worker = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "executors::command::guard::tests::helper_worker"])
-            .args(["--ignored", "--nocapture"])
-            .env("CHIT_GUARD_TEST_DIR", dir.path())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let pidfile = dir.path().join("pid");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let shell = loop {
-            if let Some(pid) = read_pid(&pidfile) {
-                break pid;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the helper's command never started"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        let started = Instant::now();
-        worker.kill().unwrap();
-        worker.wait().unwrap();
-        // Gone well before its background child would have written the marker.
-        while running(shell) {
-            assert!(
-                started.elapsed() < Duration::from_secs(1),
-                "the command outlived its worker"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        std::thread::sleep(Duration::from_secs(3).saturating_sub(started.elapsed()));
-        assert!(
-            !dir.path().join("marker").exists(),
-            "the command's child outlived its worker"
-        );
-    }
+    // That a guard kills the group when its worker dies (kill -9) is shown
+    // end to end, through the chit binary, by tests/worker_death.rs.
 }
