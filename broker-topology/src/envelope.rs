@@ -88,6 +88,10 @@ pub struct TaskEnvelope {
     pub progress_output: Option<serde_json::Value>,
     /// First publish time in milliseconds since the epoch ([`H_PUBLISHED_MS`]).
     pub published_ms: Option<u64>,
+    /// The AMQP `reply_to` property: a queue that wants the receipt that
+    /// ends the task, sent through the default exchange once that receipt
+    /// is confirmed. Kept on every copy, so the last attempt replies.
+    pub reply_to: Option<String>,
 }
 
 /// A task envelope read from a delivery, with what could not be read.
@@ -205,6 +209,12 @@ impl TaskEnvelope {
                 polls,
                 progress_output,
                 published_ms,
+                reply_to: props
+                    .reply_to()
+                    .as_ref()
+                    .map(|r| r.as_str())
+                    .filter(|r| !r.is_empty())
+                    .map(str::to_owned),
             },
             problem,
         }
@@ -263,13 +273,17 @@ impl TaskEnvelope {
                 .map(|d| d.as_secs())
                 .unwrap_or(0)
         });
-        BasicProperties::default()
+        let props = BasicProperties::default()
             .with_message_id(ShortString::from(self.task_id.as_str()))
             .with_type(ShortString::from(self.task_type.as_str()))
             .with_content_type(ShortString::from(self.content_type.as_str()))
             .with_delivery_mode(2)
             .with_timestamp(timestamp)
-            .with_headers(headers)
+            .with_headers(headers);
+        match &self.reply_to {
+            Some(queue) => props.with_reply_to(ShortString::from(queue.as_str())),
+            None => props,
+        }
     }
 }
 
@@ -338,7 +352,12 @@ mod tests {
         env.published_ms = Some(1_700_000_000_123);
         env.polls = 2;
         env.progress_output = Some(serde_json::json!({"done": 40, "of": 100}));
+        env.reply_to = Some("amq.gen-reply".into());
         let props = env.to_properties();
+        assert_eq!(
+            props.reply_to().as_ref().map(|r| r.as_str()),
+            Some("amq.gen-reply")
+        );
         assert_eq!(*props.delivery_mode(), Some(2));
         let parsed = TaskEnvelope::from_delivery(&props, "ignored", false);
         assert!(parsed.problem.is_none());

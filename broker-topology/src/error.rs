@@ -19,6 +19,8 @@ pub enum ErrorKind {
     InvalidPayload(Vec<crate::payload_schema::Violation>),
     /// A capability's payload schema is not a valid JSON Schema.
     BadSchema(String),
+    /// A task's delay is zero or longer than `schedule::MAX_DELAY`.
+    BadDelay,
 }
 
 /// An error from the wire contract.

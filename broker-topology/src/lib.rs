@@ -15,6 +15,8 @@
 //! - [`payload_schema`]: the JSON Schemas of the built-in capabilities'
 //!   payloads, and checking a payload against one.
 //! - [`retry`]: backoff policy and the delay tiers used by retry queues.
+//! - [`schedule`]: delayed tasks: their delay queue, rounded up, and the
+//!   body of their `scheduled` receipt.
 //! - [`trace`]: W3C trace context: the `traceparent` header, and the trace
 //!   and span ids a receipt records.
 //!
@@ -33,6 +35,7 @@ pub mod names;
 pub mod payload_schema;
 pub mod receipt;
 pub mod retry;
+pub mod schedule;
 pub mod trace;
 
 pub use codec::ContentType;

@@ -42,6 +42,10 @@ pub const HEARTBEAT_ROUTING_KEY: &str = "worker.heartbeat";
 /// past, so a worker that starts late still learns of recent cancellations.
 pub const CANCEL_STREAM: &str = "chit.cancellations";
 
+/// AMQP `type` of a reply: the receipt that ended a task, which a worker
+/// sends to the task's `reply_to` queue through the default exchange.
+pub const REPLY_MESSAGE_TYPE: &str = "chit.receipt";
+
 /// Routing key prefix of receipt batches; the source (`producer`, `worker`, ...) follows.
 pub const RECEIPT_ROUTING_PREFIX: &str = "receipt.";
 
@@ -87,8 +91,8 @@ pub fn dead_letter_watch_queue(capability: &str) -> String {
     format!("chit.dead-watch.{capability}")
 }
 
-/// The delay queue holding a capability's retries for `delay_ms` before they
-/// dead-letter back into [`TASK_EXCHANGE`].
+/// The delay queue holding a capability's retries, and delayed tasks, for
+/// `delay_ms` before they dead-letter back into [`TASK_EXCHANGE`].
 pub fn delay_queue(capability: &str, delay_ms: u64) -> String {
     format!("chit.delay.{capability}.{delay_ms}")
 }

@@ -16,6 +16,11 @@ use serde_json::Value;
 pub enum ReceiptType {
     /// The producer published the task and the broker confirmed it.
     Queued,
+    /// The producer published a delayed task into a delay queue and the
+    /// broker confirmed it: the broker moves it into its task queue when the
+    /// delay is up. It takes the place of `queued` as the first receipt of a
+    /// delayed task; its body says the delay and when the task is due.
+    Scheduled,
     /// A worker took a lease on the task (one per delivery, so redeliveries show).
     Accepted,
     /// The run is not done yet: the task comes back after a delay, with this
@@ -37,8 +42,9 @@ pub enum ReceiptType {
 
 impl ReceiptType {
     /// Every receipt type, in the order of a task's life.
-    pub const ALL: [ReceiptType; 9] = [
+    pub const ALL: [ReceiptType; 10] = [
         ReceiptType::Queued,
+        ReceiptType::Scheduled,
         ReceiptType::Accepted,
         ReceiptType::InProgress,
         ReceiptType::Success,
@@ -53,6 +59,7 @@ impl ReceiptType {
     pub fn as_str(self) -> &'static str {
         match self {
             ReceiptType::Queued => "queued",
+            ReceiptType::Scheduled => "scheduled",
             ReceiptType::Accepted => "accepted",
             ReceiptType::InProgress => "in_progress",
             ReceiptType::Success => "success",
@@ -73,7 +80,10 @@ impl ReceiptType {
     pub fn is_final(self) -> bool {
         !matches!(
             self,
-            ReceiptType::Queued | ReceiptType::Accepted | ReceiptType::InProgress
+            ReceiptType::Queued
+                | ReceiptType::Scheduled
+                | ReceiptType::Accepted
+                | ReceiptType::InProgress
         )
     }
 }
@@ -211,6 +221,27 @@ impl Receipt {
         self
     }
 
+    /// True when this receipt says the task will not run again by itself:
+    /// `success`, `cancelled`, `dead_lettered`, `purged`, or a `failure`
+    /// whose body does not say `will_retry: true`. A `retry_scheduled` or an
+    /// `in_progress` is final for its attempt or run, not for the task. This
+    /// is the receipt a worker sends to a task's `reply_to`, and the one a
+    /// waiter for the task (`publish --wait`) takes as its answer.
+    pub fn ends_task(&self) -> bool {
+        match self.receipt_type {
+            ReceiptType::Success
+            | ReceiptType::Cancelled
+            | ReceiptType::DeadLettered
+            | ReceiptType::Purged => true,
+            ReceiptType::Failure => self.body.get("will_retry") != Some(&Value::Bool(true)),
+            ReceiptType::Queued
+            | ReceiptType::Scheduled
+            | ReceiptType::Accepted
+            | ReceiptType::InProgress
+            | ReceiptType::RetryScheduled => false,
+        }
+    }
+
     /// Checks what serde cannot: ids and names are present.
     pub fn validate(&self) -> Result<(), String> {
         if self.receipt_id.is_empty() {
@@ -241,6 +272,34 @@ mod tests {
             assert_eq!(json, format!("\"{}\"", t.as_str()));
         }
         assert_eq!(ReceiptType::parse("done"), None);
+    }
+
+    #[test]
+    fn only_receipts_after_which_the_task_never_runs_again_end_it() {
+        let r = |t| Receipt::new("t", "x", t, vec![], 1);
+        let ending: Vec<ReceiptType> = ReceiptType::ALL
+            .into_iter()
+            .filter(|t| r(*t).ends_task())
+            .collect();
+        assert_eq!(
+            ending,
+            [
+                ReceiptType::Success,
+                ReceiptType::Failure,
+                ReceiptType::DeadLettered,
+                ReceiptType::Cancelled,
+                ReceiptType::Purged,
+            ]
+        );
+        let retried = r(ReceiptType::Failure).with_body(serde_json::json!({"will_retry": true}));
+        assert!(!retried.ends_task());
+        let last = r(ReceiptType::Failure).with_body(serde_json::json!({"will_retry": false}));
+        assert!(last.ends_task());
+        assert!(!ReceiptType::Scheduled.is_final());
+        assert_eq!(
+            ReceiptType::parse("scheduled"),
+            Some(ReceiptType::Scheduled)
+        );
     }
 
     #[test]

@@ -185,6 +185,7 @@ impl Producer {
                 envelope: env,
                 body: d.data.clone(),
                 base: Some(d.properties.clone()),
+                delay: None,
             };
             let published = self.publish(spec).await?;
             d.acker

@@ -10,6 +10,8 @@
 //!   its capability's schema, the envelope's values).
 //! - `control`: [`Producer::cancel`] broadcasts a cancel request.
 //! - `dlq`: list, replay and purge dead letters.
+//! - `reply`: the reply queue and the waiters of
+//!   [`Producer::publish_and_wait`], which gives a [`WaitOutcome`].
 //!
 //! Nothing is reported as published without a broker confirm. Every message
 //! goes out through `broker-link`.
@@ -19,10 +21,11 @@ mod dlq;
 mod error;
 mod pass;
 mod publisher;
+mod reply;
 mod task;
 mod validation;
 
 pub use dlq::{DeadLetter, REPLAY_ATTEMPTS};
 pub use error::{PublishError, PublishErrorKind};
-pub use publisher::{Producer, ProducerConfig, Published};
+pub use publisher::{Producer, ProducerConfig, Published, WaitOutcome};
 pub use task::TaskSpec;

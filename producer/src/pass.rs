@@ -1,8 +1,8 @@
 //! [`PublishPass`]: the bookkeeping of publishing many tasks with pipelined
 //! confirms, apart from any broker so it can be tested alone.
 //!
-//! Each task is a [`PendingTask`] that knows the id its `queued` receipt will
-//! have. The pass records each task's [`PublishOutcome`]: a confirm settles
+//! Each task is a [`PendingTask`] that knows the id its `queued` receipt (or,
+//! for a delayed task, `scheduled` receipt) will have. The pass records each task's [`PublishOutcome`]: a confirm settles
 //! it as published, a nack as refused, a lost confirm sends it round again
 //! on the next connection. Returns are decided last, by message id, because
 //! lapin pairs a return with whichever confirm arrives next on the channel.
@@ -12,7 +12,7 @@ use crate::publisher::Published;
 use crate::task::TaskSpec;
 use broker_link::PublishOutcome;
 use broker_topology::receipt::new_receipt_id;
-use broker_topology::{Receipt, ReceiptType, TraceContext};
+use broker_topology::{Receipt, ReceiptType, TraceContext, names, schedule};
 use chrono::{DateTime, Utc};
 use std::collections::HashSet;
 
@@ -29,6 +29,11 @@ pub(crate) struct PendingTask {
     sent_at: Option<DateTime<Utc>>,
     /// The `publish` span of the latest send, when tracing is on.
     trace: Option<TraceContext>,
+    /// For a delayed task, the milliseconds of its delay queue.
+    pub(crate) delay_ms: Option<u64>,
+    /// Published with the producer's reply queue as `reply_to`
+    /// ([`Producer::publish_and_wait`](crate::Producer::publish_and_wait)).
+    pub(crate) wants_reply: bool,
 }
 
 impl PendingTask {
@@ -39,23 +44,43 @@ impl PendingTask {
             .clone()
             .unwrap_or_else(new_receipt_id);
         spec.envelope.parent_receipt_id = Some(queued_receipt_id.clone());
+        // A bad delay is refused by `TaskSpec::check` before anything is sent.
+        let delay_ms = spec.delay_ms().ok().flatten();
         PendingTask {
             spec,
             queued_receipt_id,
             sent_at: None,
             trace: None,
+            delay_ms,
+            wants_reply: false,
         }
     }
 
-    /// The `queued` receipt for this task, once the broker has it, dated
-    /// when the task was sent, with the trace context of its `publish` span
-    /// (else the trace of the task's own `traceparent`, if any).
+    /// Where the task is published: the task exchange under its
+    /// capability, or, for a delayed task, its delay queue through the
+    /// default exchange.
+    pub(crate) fn destination(&self) -> (&'static str, String) {
+        let task_type = &self.spec.envelope.task_type;
+        match self.delay_ms {
+            Some(ms) => ("", names::delay_queue(task_type, ms)),
+            None => (names::TASK_EXCHANGE, task_type.clone()),
+        }
+    }
+
+    /// The `queued` receipt for this task (`scheduled` for a delayed one,
+    /// with its delay and due time), once the broker has it, dated when the
+    /// task was sent, with the trace context of its `publish` span (else the
+    /// trace of the task's own `traceparent`, if any).
     fn queued_receipt(&self) -> Receipt {
         let env = &self.spec.envelope;
+        let kind = match self.delay_ms {
+            Some(_) => ReceiptType::Scheduled,
+            None => ReceiptType::Queued,
+        };
         let mut receipt = Receipt::new(
             env.task_id.clone(),
             env.task_type.clone(),
-            ReceiptType::Queued,
+            kind,
             env.replay_of.iter().cloned().collect(),
             env.attempt,
         )
@@ -63,8 +88,16 @@ impl PendingTask {
         if let Some(at) = self.sent_at {
             receipt.created_at = at;
         }
+        if let Some(ms) = self.delay_ms {
+            receipt.body = schedule::scheduled_body(&env.task_type, ms, receipt.created_at);
+        }
         if let Some(tp) = &env.traceparent {
-            receipt.body = serde_json::json!({ "traceparent": tp });
+            match &mut receipt.body {
+                serde_json::Value::Object(body) => {
+                    body.insert("traceparent".into(), tp.clone().into());
+                }
+                body => *body = serde_json::json!({ "traceparent": tp }),
+            }
         }
         match (
             self.trace,
@@ -116,6 +149,16 @@ impl PublishPass {
 
     pub(crate) fn task(&self, i: usize) -> &PendingTask {
         &self.tasks[i]
+    }
+
+    /// Task `i` goes out with the producer's reply queue as `reply_to`.
+    pub(crate) fn want_reply(&mut self, i: usize) {
+        self.tasks[i].wants_reply = true;
+    }
+
+    /// True when some task goes out with the producer's reply queue.
+    pub(crate) fn wants_replies(&self) -> bool {
+        self.tasks.iter().any(|t| t.wants_reply)
     }
 
     /// Task `i` is being sent (again) at `at`.
@@ -308,6 +351,35 @@ mod tests {
         let queued = p.finish();
         assert_eq!(queued[0].1.created_at, first_send);
         assert_eq!(queued[1].1.created_at, resend);
+    }
+
+    #[test]
+    fn a_delayed_task_goes_to_its_delay_queue_and_is_scheduled_not_queued() {
+        let spec = TaskSpec::json("noop", &json!({}))
+            .unwrap()
+            .with_delay(std::time::Duration::from_millis(1_500));
+        let mut p = PublishPass::new(vec![spec, TaskSpec::json("noop", &json!({})).unwrap()]);
+        assert_eq!(p.task(0).destination(), ("", "chit.delay.noop.1500".into()));
+        assert_eq!(
+            p.task(1).destination(),
+            (names::TASK_EXCHANGE, "noop".into())
+        );
+        let sent = DateTime::from_timestamp_millis(1_767_288_883_000).unwrap();
+        p.mark_sent(0, sent);
+        p.record(0, PublishOutcome::Confirmed);
+        p.record(1, PublishOutcome::Confirmed);
+        let queued = p.finish();
+        let scheduled = &queued[0].1;
+        assert_eq!(scheduled.receipt_type, ReceiptType::Scheduled);
+        // The worker's `accepted` names it, as it would name `queued`.
+        assert_eq!(
+            p.task(0).spec.envelope.parent_receipt_id.as_deref(),
+            Some(scheduled.receipt_id.as_str())
+        );
+        assert!(scheduled.parent_receipt_ids.is_empty());
+        assert_eq!(scheduled.body["delay_ms"], 1_500);
+        assert_eq!(scheduled.body["due_at"], "2026-01-01T17:34:44.500Z");
+        assert_eq!(queued[1].1.receipt_type, ReceiptType::Queued);
     }
 
     #[test]

@@ -5,6 +5,14 @@
 //! publishing, so the worker can name it as the parent of `accepted` even when
 //! the receipts arrive at the sink in another order.
 //!
+//! A delayed task ([`TaskSpec::delay`]) goes into a delay queue of its
+//! capability instead, after a check that its task queue exists (the
+//! mandatory flag cannot catch a missing one later, when the broker moves
+//! the task there), and its first receipt is `scheduled`.
+//!
+//! [`Producer::publish_and_wait`] publishes a task with the producer's reply
+//! queue as `reply_to` and waits for the receipt that ends it (`reply`).
+//!
 //! With tracing on, each send of a task is a `publish` span (OpenTelemetry
 //! messaging conventions, kind producer) lasting until its confirm, under
 //! the task's own `traceparent` when it came with one; the task goes out
@@ -12,11 +20,12 @@
 
 use crate::error::{PublishError, PublishErrorKind};
 use crate::pass::{PublishPass, Recorded};
+use crate::reply::Replies;
 use crate::task::TaskSpec;
 use broker_link::publish::{self, Outgoing, PendingConfirm};
 use broker_link::trace_context;
 use broker_link::{BatchConfig, BrokerLink, LinkError, PublishOutcome, ReceiptPublisher, Session};
-use broker_topology::{TaskEnvelope, Topology, TraceContext, names};
+use broker_topology::{Receipt, TaskEnvelope, Topology, TraceContext, names};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use lapin::Channel;
@@ -52,8 +61,30 @@ impl ProducerConfig {
 pub struct Published {
     /// The task id (`message_id`).
     pub task_id: String,
-    /// The id of its `queued` receipt.
+    /// The id of its first receipt: `queued`, or `scheduled` for a delayed
+    /// task.
     pub queued_receipt_id: String,
+}
+
+/// How [`Producer::publish_and_wait`] ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WaitOutcome {
+    /// The task ended: `receipt` is the receipt that says how (`success`;
+    /// `failure` not to be retried, which a `dead_lettered` follows;
+    /// `dead_lettered` by the broker; `cancelled`; `purged`), confirmed on
+    /// the receipts exchange before it was sent.
+    Finished {
+        /// The task as published.
+        published: Published,
+        /// The receipt that ended it.
+        receipt: Receipt,
+    },
+    /// No such receipt within the time given: the task is still queued,
+    /// scheduled or running (or its reply was lost with a connection).
+    TimedOut {
+        /// The task as published.
+        published: Published,
+    },
 }
 
 /// Publishes tasks. One connection, shared by clones.
@@ -62,6 +93,7 @@ pub struct Producer {
     link: Arc<BrokerLink>,
     task_channel: Arc<tokio::sync::Mutex<Option<(u64, Channel)>>>,
     receipts: Arc<OnceCell<ReceiptPublisher>>,
+    replies: Arc<Replies>,
     config: ProducerConfig,
 }
 
@@ -74,6 +106,7 @@ impl Producer {
             link,
             task_channel: Arc::default(),
             receipts: Arc::default(),
+            replies: Arc::default(),
             config,
         }
     }
@@ -121,18 +154,59 @@ impl Producer {
             .expect("one result per task")
     }
 
+    /// Publishes one task and waits, up to `timeout` from the call, for the
+    /// receipt that ends it: [`WaitOutcome::Finished`] with that receipt, or
+    /// [`WaitOutcome::TimedOut`]. The publish itself is bounded by the
+    /// publish deadline, and its failure is the error.
+    ///
+    /// The task goes out with this producer's reply queue as `reply_to`
+    /// (one per connection, see `reply`); the worker that ends it sends the
+    /// receipt there once the receipt is confirmed. Nothing polls the store.
+    /// A retry, a redelivery and a delay keep `reply_to`, so only the end of
+    /// the task answers. Many calls may wait at once, on clones too.
+    pub async fn publish_and_wait(
+        &self,
+        task: TaskSpec,
+        timeout: Duration,
+    ) -> Result<WaitOutcome, PublishError> {
+        let until = Instant::now() + timeout;
+        // Before the publish: a quick worker's reply must find the waiter.
+        let mut waiter = self.replies.register(task.task_id());
+        let mut pass = PublishPass::new(vec![task]);
+        pass.want_reply(0);
+        let published = self
+            .publish_pass(pass, |_| {})
+            .await
+            .pop()
+            .expect("one result per task")?;
+        match tokio::time::timeout_at(until.into(), &mut waiter.reply).await {
+            Ok(Ok(receipt)) => Ok(WaitOutcome::Finished { published, receipt }),
+            // The sender goes only with a delivered reply; `Err` cannot be.
+            Ok(Err(_)) | Err(_) => Ok(WaitOutcome::TimedOut { published }),
+        }
+    }
+
     /// Publishes many tasks with pipelined confirms. Returns one result per task,
     /// in order; `progress` is called with the number of tasks settled so far.
     /// Tasks whose confirm was lost with the connection are published again on
     /// the next one, until the publish deadline. A task whose envelope fails
-    /// [`TaskSpec::check`] is not published and gets its error.
+    /// [`TaskSpec::check`] is not published and gets its error; a delayed
+    /// task whose capability has no task queue is not published and fails
+    /// as unroutable.
     pub async fn publish_many(
         &self,
         tasks: Vec<TaskSpec>,
+        progress: impl FnMut(usize),
+    ) -> Vec<Result<Published, PublishError>> {
+        self.publish_pass(PublishPass::new(tasks), progress).await
+    }
+
+    async fn publish_pass(
+        &self,
+        mut pass: PublishPass,
         mut progress: impl FnMut(usize),
     ) -> Vec<Result<Published, PublishError>> {
         let deadline = Instant::now() + self.config.publish_deadline;
-        let mut pass = PublishPass::new(tasks);
         let mut todo = Vec::with_capacity(pass.len());
         for i in 0..pass.len() {
             match pass.task(i).spec.check() {
@@ -163,11 +237,47 @@ impl Producer {
                     continue;
                 }
             };
+            // Set up on this connection: the reply queue, which dies with
+            // it, and the delay queues of delayed tasks.
+            let reply_to = if pass.wants_replies() {
+                match self.replies.queue(&session).await {
+                    Ok(q) => Some(q),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot declare the reply queue; reconnecting");
+                        self.link.invalidate(session.generation).await;
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
+            if let Err(e) = self.prepare_delays(&session, &mut pass, &mut todo).await {
+                if e.is_transient() {
+                    self.link.invalidate(session.generation).await;
+                    continue;
+                }
+                // Refused for good (a delay queue declared with other
+                // arguments, say): the delayed tasks fail, the others go.
+                let e = PublishError::from_link("declaring the delay queues", e);
+                todo.retain(|&i| {
+                    let delayed = pass.task(i).delay_ms.is_some();
+                    if delayed {
+                        pass.refuse(i, e.clone());
+                    }
+                    !delayed
+                });
+            }
             // One round over the connection, bounded by the deadline: a
             // blocked broker that never confirms must not hold the caller past it.
             let round = tokio::time::timeout_at(
                 deadline.into(),
-                self.round(&channel, &mut pass, &todo, &mut progress),
+                self.round(
+                    &channel,
+                    &mut pass,
+                    &todo,
+                    reply_to.as_deref(),
+                    &mut progress,
+                ),
             )
             .await;
             match round {
@@ -194,14 +304,76 @@ impl Producer {
         pass.into_results()
     }
 
+    /// Before delayed tasks are sent on `session`: refuses, as unroutable,
+    /// those whose capability has no task queue (the broker would drop them
+    /// when their delay is up, long after the mandatory flag could tell),
+    /// and declares the delay queues of the others. Declared before every
+    /// publish, as the worker's retries are: a declaration restarts a delay
+    /// queue's `x-expires` clock, which is longer than its delay.
+    async fn prepare_delays(
+        &self,
+        session: &Session,
+        pass: &mut PublishPass,
+        todo: &mut Vec<usize>,
+    ) -> Result<(), LinkError> {
+        let mut capabilities: Vec<&str> = todo
+            .iter()
+            .filter(|i| pass.task(**i).delay_ms.is_some())
+            .map(|i| pass.task(*i).spec.envelope.task_type.as_str())
+            .collect();
+        if capabilities.is_empty() {
+            return Ok(());
+        }
+        capabilities.sort_unstable();
+        capabilities.dedup();
+        let mut missing = Vec::new();
+        for cap in capabilities {
+            let queue = names::task_queue(cap);
+            if !broker_link::declare::queue_exists(&session.connection, &queue).await? {
+                missing.push(cap.to_owned());
+            }
+        }
+        let mut queues = Vec::new();
+        let mut kept = Vec::with_capacity(todo.len());
+        for &i in todo.iter() {
+            let task = pass.task(i);
+            let cap = &task.spec.envelope.task_type;
+            match task.delay_ms {
+                Some(_) if missing.contains(cap) => {
+                    pass.refuse(i, crate::pass::unroutable(cap));
+                    continue;
+                }
+                Some(ms) => {
+                    let queue = Topology::delay_queue(cap, ms);
+                    if !queues.contains(&queue) {
+                        queues.push(queue);
+                    }
+                }
+                None => {}
+            }
+            kept.push(i);
+        }
+        *todo = kept;
+        if !queues.is_empty() {
+            let topology = Topology {
+                queues,
+                ..Topology::default()
+            };
+            broker_link::declare::apply(&session.connection, &topology).await?;
+        }
+        Ok(())
+    }
+
     /// Publishes the tasks `todo` with up to `max_in_flight` confirms
     /// outstanding, and records each outcome. Returns the tasks to publish
-    /// again on a new connection.
+    /// again on a new connection. Tasks that want a reply go out with
+    /// `reply_to`, the reply queue of this connection.
     async fn round(
         &self,
         channel: &Channel,
         pass: &mut PublishPass,
         todo: &[usize],
+        reply_to: Option<&str>,
         progress: &mut impl FnMut(usize),
     ) -> Vec<usize> {
         let mut retry = Vec::new();
@@ -218,14 +390,20 @@ impl Producer {
                     continue;
                 }
                 pass.mark_sent(i, chrono::Utc::now());
-                let task = &pass.task(i).spec;
+                let pending = pass.task(i);
+                let task = &pending.spec;
+                let (exchange, routing_key) = pending.destination();
+                let mut properties = task.properties();
+                if let Some(queue) = reply_to.filter(|_| pending.wants_reply) {
+                    properties = properties.with_reply_to(queue.into());
+                }
                 let span = publish_span(&task.envelope);
                 let trace = trace_context::of(&span);
                 let message = Outgoing {
-                    exchange: names::TASK_EXCHANGE,
-                    routing_key: &task.envelope.task_type,
+                    exchange,
+                    routing_key: &routing_key,
                     body: &task.body,
-                    properties: task.properties(),
+                    properties,
                     mandatory: true,
                 };
                 let sent = publish::send(channel, &message)

@@ -2,10 +2,11 @@
 
 use crate::error::{PublishError, PublishErrorKind};
 use crate::validation;
-use broker_topology::{ContentType, PayloadSchema, TaskEnvelope, names};
+use broker_topology::{ContentType, PayloadSchema, TaskEnvelope, names, schedule};
 use lapin::BasicProperties;
 use lapin::types::FieldTable;
 use serde_json::Value;
+use std::time::Duration;
 
 /// A task ready to publish.
 #[derive(Debug, Clone)]
@@ -19,6 +20,12 @@ pub struct TaskSpec {
     /// (whatever it is), correlation id, reply-to and headers other than
     /// `x-chit-*` and the broker's.
     pub base: Option<BasicProperties>,
+    /// How long no worker may take the task, from its publish: it waits in
+    /// a delay queue of its capability meanwhile, and its first receipt is
+    /// `scheduled` instead of `queued`. `None`, or zero, publishes it at
+    /// once. Rounded up as [`schedule::delay_queue_ms`] says, never down;
+    /// at most [`schedule::MAX_DELAY`].
+    pub delay: Option<Duration>,
 }
 
 impl TaskSpec {
@@ -43,6 +50,7 @@ impl TaskSpec {
             envelope,
             body,
             base: None,
+            delay: None,
         })
     }
 
@@ -77,11 +85,34 @@ impl TaskSpec {
         &self.envelope.task_id
     }
 
+    /// The same task, held back for `delay` ([`TaskSpec::delay`]).
+    pub fn with_delay(mut self, delay: Duration) -> Self {
+        self.delay = Some(delay);
+        self
+    }
+
+    /// The milliseconds of the delay queue the task goes into, or `None`
+    /// for a task published at once (no delay, or zero).
+    pub fn delay_ms(&self) -> Result<Option<u64>, PublishError> {
+        match self.delay {
+            None => Ok(None),
+            Some(d) if d.is_zero() => Ok(None),
+            Some(d) => schedule::delay_queue_ms(d).map(Some).map_err(|e| {
+                PublishError::new(
+                    PublishErrorKind::InvalidTask,
+                    format!("task {}: {e}", self.envelope.task_id),
+                )
+            }),
+        }
+    }
+
     /// Checks the envelope's values (capability, task id, attempt, max
-    /// attempts, time limit) as publishing does, so a caller can find bad
-    /// tasks before publishing any. The payload was checked by [`TaskSpec::new`].
+    /// attempts, time limit) and the delay as publishing does, so a caller
+    /// can find bad tasks before publishing any. The payload was checked by
+    /// [`TaskSpec::new`].
     pub fn check(&self) -> Result<(), PublishError> {
-        validation::check_envelope(&self.envelope)
+        validation::check_envelope(&self.envelope)?;
+        self.delay_ms().map(|_| ())
     }
 
     /// The properties the task is published with: the envelope's (id, type,
@@ -117,6 +148,9 @@ impl TaskSpec {
         }
         if base.content_type().is_none() {
             props = props.with_content_type(self.envelope.content_type.as_str().into());
+        }
+        if let Some(reply_to) = fresh.reply_to() {
+            props = props.with_reply_to(reply_to.clone());
         }
         props
     }
@@ -166,6 +200,21 @@ mod tests {
         assert!(
             TaskSpec::with_schema("command.execute", &payload, ContentType::Json, None).is_ok()
         );
+    }
+
+    #[test]
+    fn a_delay_is_checked_and_zero_means_none() {
+        let spec = TaskSpec::json("build", &json!({})).unwrap();
+        assert_eq!(spec.delay_ms().unwrap(), None);
+        let zero = spec.clone().with_delay(Duration::ZERO);
+        assert_eq!(zero.delay_ms().unwrap(), None);
+        let later = spec.clone().with_delay(Duration::from_micros(2_500));
+        assert_eq!(later.delay_ms().unwrap(), Some(3));
+        assert!(later.check().is_ok());
+        let too_long = spec.with_delay(schedule::MAX_DELAY + Duration::from_secs(1));
+        let err = too_long.check().unwrap_err();
+        assert_eq!(err.kind(), &PublishErrorKind::InvalidTask);
+        assert!(err.to_string().contains("longest"), "{err}");
     }
 
     #[test]

@@ -5,6 +5,10 @@
 //! after the broker confirmed it. Retries and dead letters are published (and
 //! confirmed) before the receipts that announce them, and both before the ack.
 //!
+//! A task that names a `reply_to` queue gets the receipt that ended it
+//! there, once that receipt is confirmed ([`send_reply`]); every copy keeps
+//! `reply_to`, so a retried task answers once, at its end.
+//!
 //! A delivery the worker's shutdown catches before it starts is handed back
 //! ([`hand_back`]): a copy of the same message goes to the task queue and the
 //! original is acked once the copy is confirmed, so a drain does not raise
@@ -395,8 +399,54 @@ async fn finish(
                 }
                 None => tracing::info!(outcome = plan.outcome, error, "task finished"),
             }
-            confirm(shared, &served.metrics, plan.receipts).await
+            // Only a task that asked for it pays for a reply (a clone here,
+            // one publish after the confirm).
+            let reply = env
+                .reply_to
+                .as_deref()
+                .and_then(|to| Some((to, decision::reply_receipt(&plan.receipts)?.clone())));
+            let settle = confirm(shared, &served.metrics, plan.receipts).await;
+            if settle.is_some()
+                && let Some((reply_to, receipt)) = reply
+            {
+                // After the confirm: the reply never overtakes the receipt.
+                let correlation_id = delivery.properties.correlation_id().as_ref();
+                let correlation_id = correlation_id.map(|c| c.as_str());
+                send_reply(&shared.link, reply_to, correlation_id, &receipt).await;
+            }
+            settle
         }
+    }
+}
+
+/// How long a worker waits for the broker to take a reply before it acks
+/// the task without it.
+const REPLY_WAIT: Duration = Duration::from_secs(5);
+
+/// Sends `receipt`, confirmed already, to the task's `reply_to` queue.
+/// Best effort: a reply queue is its client's, gone with its connection,
+/// so a reply that cannot be sent is logged and the task is settled anyway
+/// (its receipts say how it ended). Shared with the dead-letter watch.
+pub(crate) async fn send_reply(
+    link: &BrokerLink,
+    reply_to: &str,
+    correlation_id: Option<&str>,
+    receipt: &Receipt,
+) {
+    let deadline = Instant::now() + REPLY_WAIT;
+    let outcome = broker_link::send_reply(link, reply_to, correlation_id, receipt, deadline).await;
+    match outcome {
+        PublishOutcome::Confirmed => tracing::debug!(
+            %reply_to,
+            receipt_type = receipt.receipt_type.as_str(),
+            "reply sent"
+        ),
+        other => tracing::warn!(
+            %reply_to,
+            receipt_type = receipt.receipt_type.as_str(),
+            outcome = ?other,
+            "reply not sent; the task's receipts still say how it ended"
+        ),
     }
 }
 

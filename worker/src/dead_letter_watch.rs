@@ -11,6 +11,8 @@
 //! dead-lettered while no worker runs waits in the queue for the next worker.
 //! The receipt's id is derived from the dead-lettering, so a redelivery after
 //! a crash writes the same receipt again, which the sink stores once.
+//! A task with a `reply_to` gets that receipt there once it is confirmed,
+//! as the end of the task.
 
 use crate::shutdown::Shutdown;
 use broker_link::{BrokerLink, ReceiptPublisher};
@@ -86,7 +88,7 @@ async fn watch_one(
                     Some(Err(e)) => return Err(e.to_string()),
                     None => return Ok(()),
                 };
-                settle(&delivery, &capability, &receipts).await?;
+                settle(&link, &delivery, &capability, &receipts).await?;
                 delivery
                     .acker
                     .ack(BasicAckOptions::default())
@@ -106,9 +108,11 @@ async fn watch_one(
     }
 }
 
-/// Writes the receipt of a broker dead letter and waits for its confirm; a
-/// worker's own copy needs nothing. An error leaves the message unacked.
+/// Writes the receipt of a broker dead letter and waits for its confirm,
+/// then replies it to the task's `reply_to`, if any; a worker's own copy
+/// needs nothing. An error leaves the message unacked.
 async fn settle(
+    link: &BrokerLink,
     delivery: &Delivery,
     capability: &str,
     receipts: &ReceiptPublisher,
@@ -129,9 +133,16 @@ async fn settle(
         receipt_id = %receipt.receipt_id,
         "task dead-lettered by the broker; writing its dead_lettered receipt"
     );
+    let reply = env.reply_to.as_deref().map(|to| (to, receipt.clone()));
     receipts
         .submit(vec![receipt])
         .await
         .await
-        .map_err(|e| format!("dead_lettered receipt not confirmed: {e}"))
+        .map_err(|e| format!("dead_lettered receipt not confirmed: {e}"))?;
+    if let Some((reply_to, receipt)) = reply {
+        let correlation_id = delivery.properties.correlation_id().as_ref();
+        let correlation_id = correlation_id.map(|c| c.as_str());
+        crate::attempt::send_reply(link, reply_to, correlation_id, &receipt).await;
+    }
+    Ok(())
 }

@@ -235,6 +235,22 @@ mod tests {
     }
 
     #[test]
+    fn every_copy_keeps_reply_to_so_the_last_attempt_replies() {
+        let original = props(&[]).with_reply_to("amq.gen-waiting".into());
+        let env = TaskEnvelope::from_delivery(&original, "build", false).envelope;
+        assert_eq!(env.reply_to.as_deref(), Some("amq.gen-waiting"));
+        let mut next = env.clone();
+        next.attempt = 2;
+        for copy in [
+            republish_properties(&original, &next, None),
+            republish_properties(&original, &env, Some("dead")),
+            hand_back_properties(&original),
+        ] {
+            assert_eq!(copy.reply_to(), original.reply_to());
+        }
+    }
+
+    #[test]
     fn a_copy_of_a_clean_task_has_no_invalid_headers() {
         let original = props(&[(H_ATTEMPT, AMQPValue::LongInt(2))]);
         let env = TaskEnvelope::from_delivery(&original, "build", false).envelope;

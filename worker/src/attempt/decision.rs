@@ -163,6 +163,15 @@ pub(crate) enum Settlement {
     Leave,
 }
 
+/// The receipt of a plan that a task's `reply_to` gets: the one that ends
+/// the task (`success`, `cancelled`, or a `failure` not to be retried, with
+/// its reason and the executor's details; its `dead_lettered` follows in
+/// the chain). `None` when the task goes on: a retry, a poll, a shutdown's
+/// interruption.
+pub(crate) fn reply_receipt(receipts: &[Receipt]) -> Option<&Receipt> {
+    receipts.iter().find(|r| r.ends_task())
+}
+
 /// Decides how an execution's result ends the attempt.
 pub(crate) fn plan(f: &Facts<'_>, result: Result<Outcome, ExecError>) -> Plan {
     let env = f.env;
@@ -513,6 +522,35 @@ mod tests {
         assert_eq!(
             types(&p),
             [ReceiptType::Failure, ReceiptType::RetryScheduled]
+        );
+    }
+
+    #[test]
+    fn only_the_end_of_the_task_is_replied_and_a_dead_letter_replies_its_failure() {
+        let reply = |e: &TaskEnvelope, result| {
+            let p = plan(&facts(e), result);
+            reply_receipt(&p.receipts).map(|r| (r.receipt_type, r.body["reason"].clone()))
+        };
+        let ok = Ok(Outcome::default());
+        assert_eq!(
+            reply(&env(1), ok),
+            Some((ReceiptType::Success, Value::Null))
+        );
+        // A retry, an interrupted attempt: the task goes on, no reply.
+        assert_eq!(reply(&env(1), failed(ExecErrorKind::Failed)), None);
+        let shutdown = Err(ExecError::from_cancel(CancelReason::Shutdown));
+        assert_eq!(reply(&env(3), shutdown), None);
+        // The last attempt: its failure, with the reason, not the dead letter.
+        assert_eq!(
+            reply(&env(3), failed(ExecErrorKind::Failed)),
+            Some((ReceiptType::Failure, json!("failed")))
+        );
+        let cancel = Err(ExecError::from_cancel(CancelReason::Cancelled {
+            force: false,
+        }));
+        assert_eq!(
+            reply(&env(1), cancel),
+            Some((ReceiptType::Cancelled, json!("cancelled")))
         );
     }
 

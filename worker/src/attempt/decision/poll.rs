@@ -160,6 +160,10 @@ mod tests {
             Some(r.receipt_id.as_str())
         );
         assert_eq!(p.settle, Settlement::AckWhenConfirmed);
+        assert!(
+            super::super::reply_receipt(&p.receipts).is_none(),
+            "not the end"
+        );
     }
 
     #[test]
