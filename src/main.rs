@@ -21,9 +21,9 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use cmd::manifest::ManifestArgs;
 use cmd::{
-    BrokerArgs, cancel::CancelArgs, dev::DevArgs, dlq::DlqAction, publish::PublishArgs,
-    sink::SinkArgs, task::TaskAction, topology::TopologyAction, worker::WorkerArgs,
-    workers::WorkersArgs,
+    BrokerArgs, TlsArgs, cancel::CancelArgs, dev::DevArgs, dlq::DlqAction, gateway::GatewayArgs,
+    publish::PublishArgs, sink::SinkArgs, task::TaskAction, topology::TopologyAction,
+    worker::WorkerArgs, workers::WorkersArgs,
 };
 use settings::Settings;
 use std::path::PathBuf;
@@ -52,6 +52,8 @@ struct Cli {
     /// CHIT_LOG and RUST_LOG [default: info for worker, sink and dev, else warn]
     #[arg(long, value_name = "LEVEL", global = true)]
     log_level: Option<String>,
+    #[command(flatten)]
+    tls: TlsArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -85,6 +87,14 @@ enum Command {
         broker: BrokerArgs,
         #[command(flatten)]
         args: SinkArgs,
+    },
+    /// Run the HTTP gateway (POST /v1/tasks, the task queries, the
+    /// dashboard), or manage its API keys (`chit gateway keys ...`).
+    Gateway {
+        #[command(flatten)]
+        broker: BrokerArgs,
+        #[command(flatten)]
+        args: GatewayArgs,
     },
     /// Look at tasks and their receipt chains (through the sink's API).
     Task {
@@ -131,7 +141,7 @@ impl Command {
         matches!(
             self,
             Command::Worker { .. } | Command::Sink { .. } | Command::Dev { .. }
-        )
+        ) || matches!(self, Command::Gateway { args, .. } if args.is_server())
     }
 
     /// The `service.name` of its traces, unless `OTEL_SERVICE_NAME` says.
@@ -139,6 +149,7 @@ impl Command {
         match self {
             Command::Worker { .. } => "chit-worker",
             Command::Sink { .. } => "chit-sink",
+            Command::Gateway { .. } => "chit-gateway",
             Command::Publish { .. } => "chit-publish",
             Command::Dev { .. } => "chit-dev",
             _ => "chit",
@@ -152,6 +163,7 @@ impl Command {
             | Command::Publish { broker, .. }
             | Command::Worker { broker, .. }
             | Command::Sink { broker, .. }
+            | Command::Gateway { broker, .. }
             | Command::Cancel { broker, .. }
             | Command::Dlq { broker, .. }
             | Command::Dev { broker, .. } => broker.amqp_url.clone(),
@@ -197,11 +209,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         signal::install();
     }
     let settings = Settings::load(cli.command.amqp_url(), cli.config.as_deref())?;
+    // Before anything connects: every component connects through broker-link.
+    broker_link::tls::install(settings::tls_config(cli.tls, &settings.file));
     match cli.command {
         Command::Topology { action, .. } => cmd::topology::run(&settings, action).await,
         Command::Publish { args, .. } => cmd::publish::run(&settings, args).await,
         Command::Worker { args, .. } => cmd::worker::run(&settings, args).await,
         Command::Sink { args, .. } => cmd::sink::run(&settings, args).await,
+        Command::Gateway { args, .. } => cmd::gateway::run(&settings, args).await,
         Command::Task { action } => cmd::task::run(&settings, action).await,
         Command::Workers { args } => cmd::workers::run(&settings, args).await,
         Command::Cancel { args, .. } => cmd::cancel::run(&settings, args).await,
@@ -294,6 +309,22 @@ mod tests {
             assert!(
                 worker.contains(&default),
                 "chit worker --help lacks {default}:\n{worker}"
+            );
+        }
+        let gateway_help = help(&["gateway"]);
+        for default in [
+            format!("[default: {}]", gateway::DEFAULT_HTTP_ADDR),
+            format!("[default: {}]", gateway::DEFAULT_MAX_BODY_BYTES),
+            format!("[default: {}s]", gateway::DEFAULT_MAX_WAIT.as_secs()),
+            format!(
+                "[default: {}s]",
+                gateway::DEFAULT_PUBLISH_DEADLINE.as_secs()
+            ),
+            format!("[default: {}]", gateway::DEFAULT_PUBLISHERS),
+        ] {
+            assert!(
+                gateway_help.contains(&default),
+                "chit gateway --help lacks {default}:\n{gateway_help}"
             );
         }
         // Durations say their unit in their name.

@@ -139,6 +139,35 @@ async fn declare_exchange(
         .map_err(|e| declare_error("exchange", &x.name, e))
 }
 
+/// Whether `queue` exists, by a passive declare on a channel of its own:
+/// the broker answers a missing queue with 404, which closes the channel it
+/// comes on. Any other failure is an error.
+pub async fn queue_exists(conn: &Connection, queue: &str) -> Result<bool, LinkError> {
+    let channel = conn
+        .create_channel()
+        .await
+        .map_err(|e| LinkError::from_lapin("opening a channel", e))?;
+    let declared = channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| LinkError::from_lapin(format!("looking for queue {queue}"), e));
+    match declared {
+        Ok(_) => {
+            let _ = channel.close(200, "queue found".into()).await;
+            Ok(true)
+        }
+        Err(e) if e.is_not_found() => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 pub(crate) async fn declare_queue(
     channel: &Channel,
     q: &QueueDecl,

@@ -64,6 +64,28 @@ pub enum LinkError {
         /// The broker's reply text.
         reply_text: String,
     },
+    /// A TLS file (CA bundle, client certificate or key) cannot be read or
+    /// used. Fix the file or the setting.
+    #[error("TLS file {path}: {reason}")]
+    TlsFile {
+        /// The file's path.
+        path: String,
+        /// What is wrong with it (never its content).
+        reason: String,
+    },
+    /// The TLS handshake failed: the broker's certificate is not trusted
+    /// (no `--tls-ca` for a private CA, a host name it does not cover), or
+    /// the broker refused the client certificate. Retrying will not help.
+    #[error(
+        "{context}: TLS handshake failed: {reason} (check the broker's certificate against \
+         --tls-ca, and the client certificate --tls-cert / --tls-key)"
+    )]
+    Tls {
+        /// What was being done.
+        context: String,
+        /// rustls's reason.
+        reason: String,
+    },
     /// The link was closed by its owner.
     #[error("the broker link is closed")]
     Closed,
@@ -113,6 +135,12 @@ impl LinkError {
                 },
             };
         }
+        if let Some(tls) = crate::tls::tls_failure(&err) {
+            return LinkError::Tls {
+                context,
+                reason: tls.to_string(),
+            };
+        }
         LinkError::Unreachable {
             context,
             reason: err.to_string(),
@@ -160,5 +188,24 @@ mod tests {
             lapin::ErrorKind::IOError(std::sync::Arc::new(std::io::Error::other("ACCESS_REFUSED")))
                 .into();
         assert!(LinkError::from_lapin("x", io).is_transient());
+    }
+
+    #[test]
+    fn a_rejected_certificate_is_a_tls_error_that_will_not_pass() {
+        let rustls_error =
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let io: lapin::Error = lapin::ErrorKind::IOError(std::sync::Arc::new(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls_error,
+        )))
+        .into();
+        let e = LinkError::from_lapin("cannot connect to amqps://h", io);
+        assert!(matches!(e, LinkError::Tls { .. }), "{e}");
+        assert!(!e.is_transient());
+        let text = e.to_string();
+        assert!(
+            text.contains("TLS handshake failed") && text.contains("certificate"),
+            "{text}"
+        );
     }
 }

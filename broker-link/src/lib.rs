@@ -3,7 +3,10 @@
 //! # Layout
 //!
 //! - [`connect`]: the one way chit opens a broker connection (heartbeats,
-//!   names, reconnect backoff).
+//!   names, reconnect backoff), to one broker or the first answering node
+//!   of a comma-separated list.
+//! - [`tls`]: [`TlsConfig`], the CA bundle and client certificate of
+//!   `amqps://` connections, installed once per process.
 //! - [`link`]: [`BrokerLink`], the one owner of a component's connection; it
 //!   reconnects with backoff, re-declares the component's topology on every
 //!   connection, and reports its [`LinkState`] for health checks.
@@ -12,7 +15,8 @@
 //! - [`publish`]: [`BrokerLink::publish_confirmed`] and [`publish::send`],
 //!   and [`PublishOutcome`], the one reading of what the broker did with a
 //!   message (confirmed, returned, nacked, lost).
-//! - [`receipts`]: [`ReceiptPublisher`], receipts in confirmed batches.
+//! - [`receipts`]: [`ReceiptPublisher`], receipts in confirmed batches, and
+//!   [`send_reply`], the receipt that ended a task to its `reply_to`.
 //! - [`management`]: the optional management HTTP API, for the figures AMQP
 //!   does not give (stream consumers, queues declared on demand).
 //! - [`time`]: small timing helpers.
@@ -34,11 +38,13 @@ pub mod management;
 pub mod publish;
 pub mod receipts;
 pub mod time;
+pub mod tls;
 pub mod trace_context;
 
-pub use connect::{Backoff, DEFAULT_AMQP_URL, connect, redact};
+pub use connect::{Backoff, DEFAULT_AMQP_URL, connect, connect_with_tls, redact, split_urls};
 pub use declare::Declare;
 pub use error::{LinkError, NOT_FOUND};
 pub use link::{BrokerLink, LinkState, LinkStatus, Session};
 pub use publish::{Outgoing, PendingConfirm, PublishOutcome};
-pub use receipts::{BatchConfig, Confirmed, ReceiptObserver, ReceiptPublisher};
+pub use receipts::{BatchConfig, Confirmed, ReceiptObserver, ReceiptPublisher, send_reply};
+pub use tls::TlsConfig;

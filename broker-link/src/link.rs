@@ -5,14 +5,18 @@
 //! with backoff when anyone reports the connection broken. Consumers open their
 //! own channels on the current session and re-subscribe when it changes; a
 //! session's `generation` tells them whether a delivery tag is still valid.
+//!
+//! A link to a list of brokers (the nodes of a cluster) connects to the
+//! first that answers; after losing a connection it starts from the node
+//! after the one it lost, so a stopped node is not the first one it waits on.
 
-use crate::connect::{Backoff, connect, redact};
+use crate::connect::{Backoff, connect_from, redact, split_urls};
 use crate::error::LinkError;
 use broker_topology::Topology;
 use futures_util::StreamExt;
 use lapin::options::ConfirmSelectOptions;
 use lapin::{Channel, Connection};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
@@ -35,6 +39,8 @@ pub struct Session {
     /// return always belongs to the publish that waits for it (lapin pairs a
     /// return with the next confirm to arrive on its channel).
     pub(crate) single: Mutex<Option<Channel>>,
+    /// Position, in the link's URL list, of the broker it is connected to.
+    pub(crate) address: usize,
 }
 
 /// Connection state, for logs and health checks.
@@ -113,6 +119,8 @@ pub struct BrokerLink {
     state: LinkStatus,
     generation: StdMutex<u64>,
     closed: AtomicBool,
+    /// Position in the URL list to try first on the next connection.
+    next_address: AtomicUsize,
 }
 
 impl BrokerLink {
@@ -127,6 +135,7 @@ impl BrokerLink {
             state: LinkStatus::default(),
             generation: StdMutex::new(0),
             closed: AtomicBool::new(false),
+            next_address: AtomicUsize::new(0),
         })
     }
 
@@ -216,6 +225,7 @@ impl BrokerLink {
                                     connection: s.connection.clone(),
                                     publisher,
                                     single: Mutex::new(None),
+                                    address: s.address,
                                 });
                                 *current = Some(fresh.clone());
                                 return Ok(fresh);
@@ -230,13 +240,14 @@ impl BrokerLink {
                     other => {
                         if let Some(s) = other {
                             self.set_state(LinkState::Reconnecting("connection closed".into()));
-                            tracing::warn!(link = %self.name, generation = s.generation, "broker connection lost");
+                            tracing::warn!(link = %self.name, generation = s.generation, url = %self.address_url(s.address), "broker connection lost");
+                            self.move_past(&s);
                             *current = None;
                         }
                         match self.open().await {
                             Ok(session) => {
                                 let session = Arc::new(session);
-                                tracing::info!(link = %self.name, generation = session.generation, url = %self.redacted_url(), "broker connected");
+                                tracing::info!(link = %self.name, generation = session.generation, url = %self.address_url(session.address), "broker connected");
                                 self.set_state(LinkState::Connected);
                                 *current = Some(session.clone());
                                 return Ok(session);
@@ -272,6 +283,45 @@ impl BrokerLink {
         self.session_until(None).await
     }
 
+    /// Gives the current session fresh publishing channels, keeping its
+    /// connection (and so its consumers' leases); for a publisher the
+    /// broker nacked. Messages still awaiting a confirm on the old channel
+    /// come back as lost, to be sent again.
+    ///
+    /// Why: RabbitMQ 3.10 sets a channel up for a quorum queue on its first
+    /// message there, starting from the leader its metadata names. A channel
+    /// that began while that leader was going away (a node stopped) nacks
+    /// every later message to the queue for as long as it lives, even after
+    /// a new leader is elected; a new channel starts from the new leader.
+    pub async fn renew_publisher(&self) {
+        let mut current = self.current.lock().await;
+        let Some(s) = current.clone() else {
+            return;
+        };
+        if !s.connection.status().connected() {
+            return;
+        }
+        match open_publisher(&s.connection).await {
+            Ok(publisher) => {
+                *current = Some(Arc::new(Session {
+                    generation: s.generation,
+                    connection: s.connection.clone(),
+                    publisher,
+                    single: Mutex::new(None),
+                    address: s.address,
+                }));
+                close_channel_in_background(s.publisher.clone(), "renewed after a nack");
+                tracing::info!(link = %self.name, generation = s.generation, "publishing channel renewed after a nack");
+            }
+            Err(e) => {
+                tracing::warn!(link = %self.name, error = %e, "cannot open a new publishing channel; reconnecting");
+                *current = None;
+                self.set_state(LinkState::Reconnecting(e.to_string()));
+                close_in_background(s, 320, "chit reconnecting");
+            }
+        }
+    }
+
     /// Reports that `generation`'s connection failed; the next `session` reconnects.
     pub async fn invalidate(&self, generation: u64) {
         let mut current = self.current.lock().await;
@@ -279,6 +329,7 @@ impl BrokerLink {
             && let Some(s) = current.take()
         {
             tracing::warn!(link = %self.name, generation, "broker session reported broken; reconnecting");
+            self.move_past(&s);
             self.set_state(LinkState::Reconnecting("session reported broken".into()));
             close_in_background(s, 320, "chit reconnecting");
         }
@@ -306,10 +357,30 @@ impl BrokerLink {
         self.state.set(s);
     }
 
+    /// The URL at `address` in the link's list, password hidden.
+    fn address_url(&self, address: usize) -> String {
+        split_urls(&self.url)
+            .get(address)
+            .map(|u| redact(u))
+            .unwrap_or_else(|| self.redacted_url())
+    }
+
+    /// After losing `lost`'s connection, the next one starts with the node
+    /// after it: the one lost is likely down, and may take a connect timeout
+    /// to say so.
+    fn move_past(&self, lost: &Session) {
+        self.next_address.store(lost.address + 1, Ordering::SeqCst);
+    }
+
     async fn open(&self) -> Result<Session, LinkError> {
-        let connection = connect(&self.url, &self.name).await?;
+        let start = self.next_address.load(Ordering::SeqCst);
+        let (connection, address) =
+            connect_from(&self.url, start, &self.name, &crate::tls::installed()).await?;
         if let Err(e) = crate::declare::apply(&connection, &self.topology).await {
             let _ = connection.close(200, "topology not applied".into()).await;
+            // A node that cannot declare now (its queues' leaders being
+            // elected, say) is the last one to try again.
+            self.next_address.store(address + 1, Ordering::SeqCst);
             // Only a conflict or refused access needs an operator; anything
             // else (a queue whose node is still starting after a restart,
             // say) passes with time.
@@ -319,6 +390,7 @@ impl BrokerLink {
             });
         }
         let publisher = open_publisher(&connection).await?;
+        self.next_address.store(address, Ordering::SeqCst);
         let generation = {
             let mut g = self.generation.lock().expect("generation");
             *g += 1;
@@ -348,6 +420,7 @@ impl BrokerLink {
             connection: Arc::new(connection),
             publisher,
             single: Mutex::new(None),
+            address,
         })
     }
 }

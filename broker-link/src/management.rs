@@ -6,7 +6,7 @@
 //! plugin enabled. Callers treat [`ManagementError`] as "not known", never as
 //! a broker failure.
 
-use crate::connect::{parse_url, redact};
+use crate::connect::{parse_url, redact, split_urls};
 use serde::Deserialize;
 use std::time::Duration;
 use thiserror::Error;
@@ -91,9 +91,11 @@ pub struct Management {
 impl Management {
     /// The API of the broker behind `amqp_url`: `base` when given (e.g.
     /// `http://rabbit:15672`), else the AMQP host on port 15672. The
-    /// credentials and the virtual host are the AMQP URL's.
+    /// credentials and the virtual host are the AMQP URL's; of a list of
+    /// URLs (a cluster's nodes), the first one's.
     pub fn for_amqp_url(amqp_url: &str, base: Option<&str>) -> Result<Management, ManagementError> {
-        let uri = parse_url(amqp_url).map_err(|e| ManagementError::BadUrl {
+        let first = split_urls(amqp_url).first().copied().unwrap_or(amqp_url);
+        let uri = parse_url(first).map_err(|e| ManagementError::BadUrl {
             url: redact(amqp_url),
             reason: e.to_string(),
         })?;

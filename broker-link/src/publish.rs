@@ -188,6 +188,11 @@ impl BrokerLink {
             // next publish on this channel: start the next one afresh.
             *single = None;
             crate::link::close_channel_in_background(channel, "confirm lost");
+        } else if let PublishOutcome::Nacked = &outcome {
+            // A channel that nacked may nack every later message to the same
+            // quorum queue (see `BrokerLink::renew_publisher`).
+            *single = None;
+            crate::link::close_channel_in_background(channel, "nacked");
         }
         outcome
     }

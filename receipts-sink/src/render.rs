@@ -280,7 +280,8 @@ fn line(r: &Receipt) -> String {
 }
 
 /// The few body fields that fit on the receipt's line: exit code or
-/// signal, reason, delay, delivery.
+/// signal, reason, delay (or, for a delayed task, when it is due),
+/// delivery.
 fn summary(body: &Value) -> String {
     let mut parts = Vec::new();
     let num = |k: &str| body.get(k).and_then(Value::as_i64);
@@ -294,9 +295,17 @@ fn summary(body: &Value) -> String {
         Some(Value::String(s)) => parts.push(format!("reason: {}", short(s))),
         Some(other) => parts.push(format!("reason: {}", short(&other.to_string()))),
     }
-    match (num("delay_ms"), num("poll")) {
-        (Some(ms), Some(poll)) => parts.push(format!("poll {poll}, next run in {ms} ms")),
-        (Some(ms), None) => parts.push(format!("retry in {ms} ms")),
+    let due_at = body
+        .get("due_at")
+        .and_then(Value::as_str)
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok());
+    match (num("delay_ms"), num("poll"), due_at) {
+        (Some(ms), _, Some(due)) => parts.push(format!(
+            "due {} (delay {ms} ms)",
+            time(&due.with_timezone(&Utc))
+        )),
+        (Some(ms), Some(poll), None) => parts.push(format!("poll {poll}, next run in {ms} ms")),
+        (Some(ms), None, None) => parts.push(format!("retry in {ms} ms")),
         _ => {}
     }
     if let Some(n) = num("delivery_count").or_else(|| num("delivery")) {
@@ -544,6 +553,29 @@ mod tests {
                 "├─ accepted #1 w1 2026-01-01 00:00:00.100  delivery 0",
                 "└─ accepted #1 w2 2026-01-01 00:00:00.300  delivery 1",
                 "   success #1 w2 2026-01-01 00:00:00.500  exit 0",
+            ],
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_delayed_task_starts_with_scheduled_and_says_when_it_is_due() {
+        let mut scheduled = receipt("s", ReceiptType::Scheduled, &[], 0);
+        scheduled.body = json!({
+            "delay_ms": 30_000,
+            "due_at": "2026-01-01T00:00:30.000Z",
+            "queue": "chit.delay.x.30000",
+        });
+        let text = render_tree(&view(vec![
+            scheduled,
+            receipt("a", ReceiptType::Accepted, &["s"], 30_100).with_worker("w"),
+        ]));
+        let lines: Vec<&str> = text.lines().skip(1).collect();
+        assert_eq!(
+            lines,
+            [
+                "scheduled #1 - 2026-01-01 00:00:00.000  due 2026-01-01 00:00:30.000 (delay 30000 ms)",
+                "accepted #1 w 2026-01-01 00:00:30.100",
             ],
             "{text}"
         );

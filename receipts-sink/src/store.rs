@@ -16,6 +16,9 @@
 //! The task upsert is written once, as the column rules of `TaskDelta` in
 //! `task.rs` (see `store/row_rule.rs`), and rendered for each backend by
 //! `store/upsert.rs`.
+//!
+//! The HTTP gateway keeps its API keys and idempotency records here too
+//! (`store/gateway.rs`), beside the chains it serves.
 
 mod postgres;
 pub(crate) mod row_rule;
@@ -55,6 +58,10 @@ macro_rules! on_pool {
         }
     };
 }
+
+mod gateway;
+
+pub use gateway::{ApiKeyRecord, IdempotencyRecord, Reservation, Revoked};
 
 /// What one [`Store::write_batch`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]

@@ -24,6 +24,9 @@ use std::fmt;
 pub enum TaskState {
     /// Published and confirmed by the broker; no worker has taken it yet.
     Queued,
+    /// A delayed task (a `scheduled` receipt): it waits in a delay queue,
+    /// then in its task queue, until a worker takes it.
+    Scheduled,
     /// A worker accepted it and has not reported an outcome.
     Running,
     /// Its last run said it is not done yet (an `in_progress` receipt): it
@@ -45,8 +48,9 @@ pub enum TaskState {
 
 impl TaskState {
     /// Every state.
-    pub const ALL: [TaskState; 9] = [
+    pub const ALL: [TaskState; 10] = [
         TaskState::Queued,
+        TaskState::Scheduled,
         TaskState::Running,
         TaskState::InProgress,
         TaskState::Succeeded,
@@ -61,6 +65,7 @@ impl TaskState {
     pub fn as_str(self) -> &'static str {
         match self {
             TaskState::Queued => "queued",
+            TaskState::Scheduled => "scheduled",
             TaskState::Running => "running",
             TaskState::InProgress => "in_progress",
             TaskState::Succeeded => "succeeded",
@@ -85,6 +90,7 @@ impl TaskState {
         match self {
             TaskState::Succeeded | TaskState::Cancelled | TaskState::Purged => true,
             TaskState::Queued
+            | TaskState::Scheduled
             | TaskState::Running
             | TaskState::InProgress
             | TaskState::Failed
@@ -97,6 +103,7 @@ impl TaskState {
     pub fn after(t: ReceiptType) -> TaskState {
         match t {
             ReceiptType::Queued => TaskState::Queued,
+            ReceiptType::Scheduled => TaskState::Scheduled,
             ReceiptType::Accepted => TaskState::Running,
             ReceiptType::InProgress => TaskState::InProgress,
             ReceiptType::Failure => TaskState::Failed,
@@ -167,7 +174,8 @@ pub struct Page {
 /// How far a receipt type goes within one attempt.
 pub(crate) fn rank(t: ReceiptType) -> u8 {
     match t {
-        ReceiptType::Queued => 0,
+        // Either starts a chain (or, `queued`, a replay's attempt).
+        ReceiptType::Queued | ReceiptType::Scheduled => 0,
         // The runs of one attempt alternate `accepted` and `in_progress`:
         // the later one says whether a run is going on or the task waits.
         ReceiptType::Accepted | ReceiptType::InProgress => 1,
@@ -321,12 +329,13 @@ mod tests {
         assert_eq!(TaskState::parse("done"), None);
         let mut ranks: Vec<u8> = ReceiptType::ALL
             .iter()
-            .filter(|t| **t != ReceiptType::InProgress)
+            .filter(|t| !matches!(t, ReceiptType::InProgress | ReceiptType::Scheduled))
             .map(|t| rank(*t))
             .collect();
         ranks.sort();
         assert_eq!(ranks, (0..8).collect::<Vec<_>>());
         assert_eq!(rank(ReceiptType::InProgress), rank(ReceiptType::Accepted));
+        assert_eq!(rank(ReceiptType::Scheduled), rank(ReceiptType::Queued));
     }
 
     #[test]
@@ -395,6 +404,19 @@ mod tests {
         again.push(r("d", ReceiptType::Success, 1, 13));
         again.reverse();
         assert_eq!(fold(&again).state, TaskState::Succeeded);
+    }
+
+    #[test]
+    fn a_delayed_task_is_scheduled_until_a_worker_takes_it() {
+        let waiting = vec![r("s", ReceiptType::Scheduled, 1, 0)];
+        assert_eq!(fold(&waiting).state, TaskState::Scheduled);
+        assert!(!TaskState::Scheduled.is_finished());
+        let mut ran = waiting.clone();
+        ran.push(r("a", ReceiptType::Accepted, 1, 30).with_worker("w"));
+        assert_eq!(fold(&ran).state, TaskState::Running);
+        ran.push(r("d", ReceiptType::Success, 1, 31).with_worker("w"));
+        ran.reverse();
+        assert_eq!(fold(&ran).state, TaskState::Succeeded);
     }
 
     #[test]

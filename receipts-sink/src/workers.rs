@@ -200,9 +200,41 @@ fn short_duration(secs: f64) -> String {
     }
 }
 
-/// Listens for heartbeats on the link's connection, whichever it is, for as
-/// long as the task runs (the sink aborts it when it stops).
+/// Starts listening for worker heartbeats on `link`'s connection, keeping
+/// each worker's latest in `workers`, until the returned task is aborted (or
+/// the runtime stops). For a process other than the sink that serves
+/// `GET /v1/workers`, such as the gateway: it gets its own exclusive queue,
+/// so it hears every heartbeat without taking any from the sinks. The link
+/// must declare the events exchange ([`broker_topology::Topology::core`]
+/// does, so a producer's link will do):
+///
+/// ```text
+/// let workers = receipts_sink::LiveWorkers::default();
+/// let heartbeats =
+///     receipts_sink::spawn_heartbeat_listener(producer.link().clone(), workers.clone());
+/// // ... serve; on shutdown:
+/// heartbeats.abort();
+/// ```
+pub fn spawn_heartbeat_listener(
+    link: Arc<BrokerLink>,
+    workers: LiveWorkers,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(listen_counting(link, workers, None))
+}
+
+/// The sink's listener: as [`spawn_heartbeat_listener`], also counting each
+/// heartbeat in the sink's metrics.
 pub(crate) async fn listen(link: Arc<BrokerLink>, workers: LiveWorkers, metrics: SinkMetrics) {
+    listen_counting(link, workers, Some(metrics)).await
+}
+
+/// Listens for heartbeats on the link's connection, whichever it is, for as
+/// long as the task runs (its owner aborts it when it stops).
+async fn listen_counting(
+    link: Arc<BrokerLink>,
+    workers: LiveWorkers,
+    metrics: Option<SinkMetrics>,
+) {
     loop {
         match link.session().await {
             Ok(session) => match subscribe(&session).await {
@@ -215,7 +247,9 @@ pub(crate) async fn listen(link: Arc<BrokerLink>, workers: LiveWorkers, metrics:
                         let ct = delivery.properties.content_type().as_ref();
                         match Heartbeat::decode(ct.map(|c| c.as_str()), &delivery.data) {
                             Ok(beat) => {
-                                metrics.heartbeat();
+                                if let Some(m) = &metrics {
+                                    m.heartbeat();
+                                }
                                 workers.record(beat);
                             }
                             Err(e) => debug!(error = %e, "ignoring an unreadable heartbeat"),

@@ -6,7 +6,7 @@
 //!
 //! | the sink says | what happens | exit |
 //! | --- | --- | --- |
-//! | queued, running, retrying, failed | request sent | 0 |
+//! | queued, scheduled, running, retrying, failed | request sent | 0 |
 //! | succeeded, cancelled, dead_lettered, purged | nothing sent: it has finished | 0 |
 //! | 404 (no receipt of it) | nothing sent | 1 |
 //! | no answer (no sink, timeout, 5xx) | request sent, state unknown | 0 |

@@ -13,12 +13,23 @@
 //! of the input; with `--json`, one JSON object a line instead
 //! (`{task_id, queued_receipt_id}`, plus `line` for `--jsonl`). Problems go
 //! to stderr, and make the exit status 1.
+//!
+//! `--delay 30s` holds a task back that long (its first receipt is
+//! `scheduled`). `--wait` publishes one task and waits for the receipt that
+//! ends it (`Producer::publish_and_wait`, through `reply_to`, not by asking
+//! the sink), and prints that receipt as JSON:
+//!
+//! | the task | stdout | exit |
+//! | --- | --- | --- |
+//! | succeeded | its `success` receipt | 0 |
+//! | failed for good, dead-lettered, cancelled, purged | that receipt | 1 |
+//! | no end within `--timeout` | `{"task_id": ..., "timed_out": true}` | 124 |
 
-use crate::settings::{RetryFlags, Settings};
+use crate::settings::{RetryFlags, Settings, duration_flag};
 use anyhow::{Context, Result, bail};
-use broker_topology::{ContentType, PayloadSchema};
+use broker_topology::{ContentType, PayloadSchema, ReceiptType};
 use clap::Args;
-use producer::{Producer, ProducerConfig, TaskSpec};
+use producer::{Producer, ProducerConfig, Published, TaskSpec, WaitOutcome};
 use serde_json::Value;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -52,11 +63,32 @@ pub struct PublishArgs {
     msgpack: bool,
     #[command(flatten)]
     retry: RetryFlags,
+    /// Hold the task back this long before a worker may take it: a whole
+    /// number and a unit, ms, s, m, h, d or w (30s, 2m). Rounded up, never
+    /// down; at most 24 days.
+    #[arg(long, value_name = "DURATION", value_parser = duration_flag)]
+    delay: Option<Duration>,
+    /// Wait for the task to end and print the receipt that ends it as JSON:
+    /// exit 0 when it succeeded, 1 when it failed for good, was
+    /// dead-lettered, cancelled or purged, 124 at --timeout.
+    #[arg(long, conflicts_with = "jsonl")]
+    wait: bool,
+    /// With --wait: how long to wait for the task's end (30s, 2m, 1h).
+    #[arg(long, value_name = "DURATION", value_parser = duration_flag,
+          default_value = DEFAULT_WAIT, requires = "wait")]
+    timeout: Duration,
     /// Give up when the broker has not confirmed after this many seconds.
     #[arg(long, default_value_t = default_deadline_secs(),
           value_parser = clap::value_parser!(u64).range(1..))]
     deadline_secs: u64,
 }
+
+/// How long `--wait` waits by default.
+const DEFAULT_WAIT: &str = "5m";
+
+/// The exit status of `--wait` when the task has not ended in time, as
+/// `timeout(1)` has it.
+const TIMED_OUT: u8 = 124;
 
 /// The producer crate owns the default; reading it here lets `--help` show it.
 fn default_deadline_secs() -> u64 {
@@ -84,6 +116,12 @@ pub async fn run(settings: &Settings, args: PublishArgs) -> Result<ExitCode> {
     let payload: Value = serde_json::from_str(&text).context("the payload is not valid JSON")?;
     let spec = task_spec(&args, &payload, schema)?;
     let config = settings.producer_config(Some(Duration::from_secs(args.deadline_secs)));
+    if args.wait {
+        let outcome = Producer::new(config)
+            .publish_and_wait(spec, args.timeout)
+            .await?;
+        return wait_output(&outcome, args.timeout);
+    }
     let published = Producer::new(config).publish(spec).await?;
     if args.json {
         println!("{}", serde_json::to_string(&published)?);
@@ -91,6 +129,32 @@ pub async fn run(settings: &Settings, args: PublishArgs) -> Result<ExitCode> {
         println!("{}", published.task_id);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints how `--wait` ended and says the exit status (see the module docs).
+fn wait_output(outcome: &WaitOutcome, timeout: Duration) -> Result<ExitCode> {
+    match outcome {
+        WaitOutcome::Finished { receipt, .. } => {
+            println!("{}", serde_json::to_string(receipt)?);
+            Ok(if receipt.receipt_type == ReceiptType::Success {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        WaitOutcome::TimedOut {
+            published: Published { task_id, .. },
+        } => {
+            println!(
+                "{}",
+                serde_json::json!({"task_id": task_id, "timed_out": true})
+            );
+            eprintln!(
+                "task {task_id} has not ended within {timeout:?}: it is still queued, scheduled                  or running (chit task show {task_id})"
+            );
+            Ok(ExitCode::from(TIMED_OUT))
+        }
+    }
 }
 
 /// Refuses flag values no task can have, naming the flag. The producer
@@ -133,6 +197,7 @@ fn task_spec(
     };
     let mut spec = TaskSpec::with_schema(&args.task_type, payload, ct, schema)?;
     args.retry.stamp(&mut spec.envelope);
+    spec.delay = args.delay;
     spec.check()?;
     Ok(spec)
 }

@@ -15,6 +15,11 @@ pub struct FileConfig {
     #[serde(skip)]
     pub path: Option<PathBuf>,
     pub amqp_url: Option<String>,
+    /// TLS files for amqps:// (as `--tls-ca`, `--tls-cert`, `--tls-key`),
+    /// relative to the file's directory.
+    pub tls_ca: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     /// `chit task show` links each trace id through this URL template,
     /// its `{trace_id}` replaced (as `CHIT_TRACE_URL`).
     pub trace_url: Option<String>,
@@ -22,6 +27,8 @@ pub struct FileConfig {
     pub worker: WorkerFile,
     #[serde(default)]
     pub sink: SinkFile,
+    #[serde(default)]
+    pub gateway: GatewayFile,
     #[serde(default, rename = "capability")]
     pub capabilities: Vec<CapabilityFile>,
     /// `[executor.NAME]` tables: `kind` and the kind's options, read by
@@ -50,6 +57,26 @@ pub struct SinkFile {
     pub retain: Option<String>,
     pub http: Option<String>,
     pub api: Option<String>,
+}
+
+/// `[gateway]`: the HTTP gateway (`chit gateway`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayFile {
+    /// Address to listen on.
+    pub http: Option<String>,
+    /// Its store; without it, `[sink] store`, else the default store.
+    pub store: Option<String>,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: Option<usize>,
+    /// Longest `?wait=`, as `60s`.
+    pub max_wait: Option<String>,
+    /// How long a publish may wait for the broker, as `5s`.
+    pub publish_deadline: Option<String>,
+    /// The RabbitMQ management API's base URL.
+    pub management_url: Option<String>,
+    /// Publishers (broker connections) the gateway's submissions share.
+    pub publishers: Option<usize>,
 }
 
 /// A capability's settings in the config file.

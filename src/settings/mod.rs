@@ -11,10 +11,13 @@
 //!   `--api` and their config-file keys): `HOST:PORT`, `:PORT`, `HOST`,
 //!   `http://HOST:PORT`, `localhost` included.
 //! - `config_file`: the config file ([`FileConfig`]) and chit's directories.
+//! - `tls_settings`: [`tls_config`], the TLS files of amqps:// connections.
+//! - `duration`: durations as a number and a unit (`30s`, `2m`, `30d`).
 //! - `retry_flags`: [`RetryFlags`], the retry flags `publish` and `worker` share.
 //! - `worker_settings`: [`WorkerSettings`] into `worker::WorkerConfig`, and
 //!   the capability list `topology` shares with the worker.
 //! - `sink_settings`: [`SinkSettings`] into `receipts_sink::SinkConfig`.
+//! - `gateway_settings`: [`GatewaySettings`] into `gateway::GatewayConfig`.
 //! - `executor_settings`: the file's `[executor.NAME]` tables into the
 //!   worker's `Registry`, through the worker crate's kind table.
 //! - `schema_settings`: a `[[capability]]`'s `schema` (a JSON Schema file or
@@ -22,20 +25,26 @@
 
 mod address;
 mod config_file;
+mod duration;
 mod executor_settings;
+mod gateway_settings;
 mod retry_flags;
 mod schema_settings;
 mod sink_settings;
+mod tls_settings;
 mod worker_settings;
 
 #[cfg(test)]
 mod tests;
 
 pub use config_file::{FileConfig, default_store_url};
+pub(crate) use duration::duration_flag;
+pub use gateway_settings::GatewaySettings;
 pub use retry_flags::RetryFlags;
 pub(crate) use retry_flags::parse_time_limit;
 pub use schema_settings::SchemaSource;
 pub use sink_settings::SinkSettings;
+pub use tls_settings::tls_config;
 pub use worker_settings::WorkerSettings;
 
 use anyhow::Result;

@@ -1,8 +1,9 @@
 //! Sink settings: what `chit sink` (or `chit dev`) asks for, merged with the
 //! config file into a [`SinkConfig`].
 
+use super::duration::parse_duration;
 use super::{Settings, address, default_store_url};
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use receipts_sink::SinkConfig;
 use std::time::Duration;
 
@@ -66,31 +67,14 @@ impl Settings {
 }
 
 /// Reads an age such as `30d`: a whole number and a unit, `s`, `m`
-/// (minutes), `h`, `d` or `w`. Zero is refused: it would delete every
-/// finished task as soon as it finishes.
+/// (minutes), `h`, `d` or `w` (see [`parse_duration`]). Zero is refused: it
+/// would delete every finished task as soon as it finishes.
 pub fn parse_age(text: &str) -> Result<Duration> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let seconds: u64 = match unit.trim() {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        "w" => 7 * 86_400,
-        _ => bail!("not an age: use a whole number and a unit, s, m, h, d or w (as in 30d)"),
-    };
-    let n: u64 = number
-        .parse()
-        .map_err(|_| anyhow!("not an age: it must start with a whole number (as in 30d)"))?;
-    if n == 0 {
+    let age = parse_duration(text)?;
+    if age.is_zero() {
         bail!("a retention of zero would delete every task as soon as it finishes");
     }
-    n.checked_mul(seconds)
-        .map(Duration::from_secs)
-        .ok_or_else(|| anyhow!("too long an age"))
+    Ok(age)
 }
 
 #[cfg(test)]

@@ -236,3 +236,42 @@ async fn a_chain_comes_in_parent_order_whatever_the_clocks_said() {
         assert_eq!(ids, want, "{uri}");
     }
 }
+
+#[tokio::test]
+async fn type_is_taken_for_task_type_and_the_query_router_stands_alone() {
+    let (_dir, _, store, _) = app().await;
+    store
+        .write_batch(&life("t1", chrono::Utc::now()), &[])
+        .await
+        .unwrap();
+    // The query routes alone, as the gateway mounts them: no health,
+    // workers or metrics, no fallback of their own.
+    let queries: Router = query_router(store);
+    for (uri, n) in [
+        ("/v1/tasks?type=command.execute", 1),
+        ("/v1/tasks?task_type=command.execute", 1),
+        ("/v1/tasks?type=other", 0),
+    ] {
+        let (status, body) = get(&queries, uri).await;
+        assert_eq!(status, StatusCode::OK, "{uri}");
+        assert_eq!(body["tasks"].as_array().unwrap().len(), n, "{uri}");
+    }
+    let (status, _) = get(&queries, "/v1/tasks?type=a&task_type=b").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "both spellings at once");
+    let res = queries
+        .clone()
+        .oneshot(Request::get("/healthz").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+
+    let doc = serde_json::to_value(query_openapi()).unwrap();
+    for path in [
+        "/v1/tasks",
+        "/v1/tasks/{id}",
+        "/v1/receipts",
+        "/v1/quarantine",
+    ] {
+        assert!(doc["paths"][path]["get"].is_object(), "{path}");
+    }
+}
