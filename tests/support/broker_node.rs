@@ -12,6 +12,15 @@
 //! node.start_again();             // same data, same ports
 //! node.kill();                    // SIGKILL the Erlang VM
 //! node.set_memory_watermark(0.0001); // publishers now get blocked
+//!
+//! // A TLS listener of its own beside the plain one:
+//! let node = BrokerNode::start(BrokerOpts::default().tls(NodeTls::verify_peer(ca, cert, key)));
+//! let url = node.amqps_url();     // amqps://guest:guest@127.0.0.1:TLSPORT/%2f
+//!
+//! // Three nodes clustered (quorum queues span them), stopped on drop:
+//! let cluster = BrokerCluster::start(3, BrokerOpts::default());
+//! let urls = cluster.amqp_url_list(); // all three, comma-separated
+//! let leader = cluster.queue_leader("/", "chit.tasks.noop");
 //! ```
 //!
 //! **Starting a node takes several seconds** (about 5 to 10 s on a 2-core
@@ -30,11 +39,22 @@
 //!   `HOME=/var/lib/rabbitmq`, so it has the shared node's Erlang cookie and
 //!   `rabbitmqctl -n NODE` reaches it.
 //!
+//! A TLS listener ([`BrokerOpts::tls`]) gets a third free port; the CA,
+//! certificate and key are copied into the node's directory, where the
+//! `rabbitmq` user can read them, and set as `ssl_options` (RabbitMQ 3.10's
+//! `rabbitmq.conf` keys).
+//!
+//! A cluster ([`BrokerCluster`]) is that many such nodes, booted side by
+//! side, the second and later ones joined to the first (`stop_app`, `reset`,
+//! `join_cluster`, `start_app`); they share the Erlang cookie through
+//! `HOME`. Starting one takes about three nodes' boot time, so the
+//! cluster's default start timeout is longer.
+//!
 //! It needs RabbitMQ's Debian package (or `rabbitmq-server` and `rabbitmqctl`
 //! on PATH) and tests run as root or as `rabbitmq`; `deploy/local/ensure-services.sh`
 //! sets that up. Every wait has a deadline and a failure panics with the tail
 //! of the node's log. Dropping the node stops it (SIGKILL if it will not stop)
-//! and removes its directory.
+//! and removes its directory (kept when `CHIT_TEST_KEEP_BROKER_DIRS` is set).
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -61,6 +81,8 @@ pub struct BrokerOpts {
     pub config_lines: Vec<String>,
     /// How long `start` and `start_again` wait for the node to answer.
     pub start_timeout: Duration,
+    /// A TLS listener beside the plain one, when set.
+    pub tls: Option<NodeTls>,
 }
 
 impl Default for BrokerOpts {
@@ -68,6 +90,40 @@ impl Default for BrokerOpts {
         BrokerOpts {
             config_lines: Vec::new(),
             start_timeout: Duration::from_secs(120),
+            tls: None,
+        }
+    }
+}
+
+/// The files and peer checks of a node's TLS listener (PEM files; they are
+/// copied into the node's directory).
+#[derive(Debug, Clone)]
+pub struct NodeTls {
+    /// CA bundle the node trusts for client certificates.
+    pub ca: PathBuf,
+    /// The node's certificate.
+    pub cert: PathBuf,
+    /// The node's private key.
+    pub key: PathBuf,
+    /// `ssl_options.verify = verify_peer`: check a client certificate sent.
+    pub verify_peer: bool,
+    /// `ssl_options.fail_if_no_peer_cert`: refuse a client that sends none.
+    pub fail_if_no_peer_cert: bool,
+}
+
+impl NodeTls {
+    /// A listener that requires a client certificate signed by `ca`.
+    pub fn verify_peer(
+        ca: impl Into<PathBuf>,
+        cert: impl Into<PathBuf>,
+        key: impl Into<PathBuf>,
+    ) -> NodeTls {
+        NodeTls {
+            ca: ca.into(),
+            cert: cert.into(),
+            key: key.into(),
+            verify_peer: true,
+            fail_if_no_peer_cert: true,
         }
     }
 }
@@ -98,6 +154,12 @@ impl BrokerOpts {
         self.start_timeout = timeout;
         self
     }
+
+    /// Adds a TLS listener on a port of its own ([`BrokerNode::amqps_url`]).
+    pub fn tls(mut self, tls: NodeTls) -> BrokerOpts {
+        self.tls = Some(tls);
+        self
+    }
 }
 
 /// A RabbitMQ node of the test's own, stopped and removed on drop.
@@ -106,6 +168,8 @@ pub struct BrokerNode {
     name: String,
     amqp_port: u16,
     dist_port: u16,
+    /// The TLS listener's port, when the node has one.
+    tls_port: Option<u16>,
     dir: PathBuf,
     opts: BrokerOpts,
     /// `runuser` (or the server script) for the node's current run.
@@ -116,21 +180,33 @@ impl BrokerNode {
     /// Starts a fresh node and waits until `rabbitmqctl -n NODE await_startup`
     /// succeeds and its AMQP port accepts TCP. Takes several seconds.
     pub fn start(opts: BrokerOpts) -> BrokerNode {
+        let mut node = BrokerNode::launch(opts);
+        node.wait_started();
+        node
+    }
+
+    /// Makes a fresh node and starts its process, without waiting for it.
+    fn launch(opts: BrokerOpts) -> BrokerNode {
+        let ports = free_ports(ports_per_node(&opts));
+        BrokerNode::launch_on(opts, &ports)
+    }
+
+    /// [`launch`](Self::launch) on given ports: AMQP, distribution, then TLS.
+    fn launch_on(opts: BrokerOpts, ports: &[u16]) -> BrokerNode {
         let short = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
         let name = format!("chit-test-{short}@localhost");
-        let (amqp_port, dist_port) = free_ports();
         let dir = std::env::temp_dir().join(format!("chit-broker-{short}"));
         let mut node = BrokerNode {
             name,
-            amqp_port,
-            dist_port,
+            amqp_port: ports[0],
+            dist_port: ports[1],
+            tls_port: ports.get(2).copied(),
             dir,
             opts,
             child: None,
         };
         node.prepare_dir();
         node.spawn();
-        node.wait_started();
         node
     }
 
@@ -157,6 +233,17 @@ impl BrokerNode {
     /// `amqp://guest:guest@127.0.0.1:PORT/%2f`: the default vhost, as guest.
     pub fn amqp_url(&self) -> String {
         format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.amqp_port)
+    }
+
+    /// The TLS listener's port on 127.0.0.1; panics if the node has none.
+    pub fn amqps_port(&self) -> u16 {
+        self.tls_port
+            .unwrap_or_else(|| panic!("node {} has no TLS listener", self.name))
+    }
+
+    /// `amqps://guest:guest@127.0.0.1:TLSPORT/%2f`; panics without a TLS listener.
+    pub fn amqps_url(&self) -> String {
+        format!("amqps://guest:guest@127.0.0.1:{}/%2f", self.amqps_port())
     }
 
     /// Whether the node's process is still running.
@@ -288,6 +375,38 @@ impl BrokerNode {
             "# written by tests/support/broker_node.rs\nlisteners.tcp.1 = 127.0.0.1:{}\n",
             self.amqp_port
         );
+        if let (Some(tls), Some(port)) = (&self.opts.tls, self.tls_port) {
+            fs::create_dir_all(self.dir.join("tls")).expect("create node tls dir");
+            let copy = |from: &Path, to: &str| {
+                let dest = self.dir.join("tls").join(to);
+                fs::copy(from, &dest)
+                    .unwrap_or_else(|e| panic!("copy {} for the node: {e}", from.display()));
+                dest.display().to_string()
+            };
+            conf.push_str(&format!("listeners.ssl.default = 127.0.0.1:{port}\n"));
+            conf.push_str(&format!(
+                "ssl_options.cacertfile = {}\n",
+                copy(&tls.ca, "ca.pem")
+            ));
+            conf.push_str(&format!(
+                "ssl_options.certfile = {}\n",
+                copy(&tls.cert, "cert.pem")
+            ));
+            conf.push_str(&format!(
+                "ssl_options.keyfile = {}\n",
+                copy(&tls.key, "key.pem")
+            ));
+            let verify = if tls.verify_peer {
+                "verify_peer"
+            } else {
+                "verify_none"
+            };
+            conf.push_str(&format!("ssl_options.verify = {verify}\n"));
+            conf.push_str(&format!(
+                "ssl_options.fail_if_no_peer_cert = {}\n",
+                tls.fail_if_no_peer_cert
+            ));
+        }
         for line in &self.opts.config_lines {
             conf.push_str(line);
             conf.push('\n');
@@ -360,7 +479,7 @@ impl BrokerNode {
                     self.log_tail()
                 );
             }
-            if self.port_open() {
+            if self.port_open() && self.tls_port.is_none_or(port_open) {
                 break;
             }
             if Instant::now() > deadline {
@@ -432,22 +551,31 @@ impl Drop for BrokerNode {
         if let Some(mut child) = self.child.take() {
             let _ = child.wait();
         }
-        let _ = fs::remove_dir_all(&self.dir);
+        // CHIT_TEST_KEEP_BROKER_DIRS=1 keeps the logs and data of a failed
+        // run to look at.
+        if std::env::var_os("CHIT_TEST_KEEP_BROKER_DIRS").is_none() {
+            let _ = fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("kept node {} directory {}", self.name, self.dir.display());
+        }
     }
 }
 
-/// Two distinct free ports on 127.0.0.1, found by binding port 0 (both
-/// listeners are held until both ports are known).
-fn free_ports() -> (u16, u16) {
-    let bind = || TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind port 0");
-    let a = bind();
-    let b = bind();
-    let ports = (
-        a.local_addr().expect("local addr").port(),
-        b.local_addr().expect("local addr").port(),
-    );
-    drop((a, b));
-    ports
+/// Ports a node takes: AMQP and distribution, and TLS when it has a listener.
+fn ports_per_node(opts: &BrokerOpts) -> usize {
+    if opts.tls.is_some() { 3 } else { 2 }
+}
+
+/// `n` distinct free ports on 127.0.0.1, found by binding port 0 (every
+/// listener is held until all ports are known).
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind port 0"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("local addr").port())
+        .collect()
 }
 
 fn port_open(port: u16) -> bool {
@@ -484,4 +612,209 @@ fn server_script() -> &'static str {
 fn decimal(fraction: f64) -> String {
     let s = format!("{fraction}");
     if s.contains('.') { s } else { format!("{s}.0") }
+}
+
+/// Several [`BrokerNode`]s clustered together, each on ports of its own;
+/// every node still running is stopped, and its directory removed, on drop.
+#[derive(Debug)]
+pub struct BrokerCluster {
+    nodes: Vec<BrokerNode>,
+}
+
+impl BrokerCluster {
+    /// Boots `size` fresh nodes side by side, joins the second and later
+    /// ones to the first, and waits until every node reports all `size`
+    /// running. `opts.start_timeout` bounds the boot and, again, the joining.
+    pub fn start(size: usize, opts: BrokerOpts) -> BrokerCluster {
+        assert!(size >= 1, "a cluster has at least one node");
+        // All ports at once, so no node is given a port another has been
+        // given and not bound yet.
+        let per = ports_per_node(&opts);
+        let ports = free_ports(per * size);
+        let mut cluster = BrokerCluster {
+            nodes: Vec::with_capacity(size),
+        };
+        for chunk in ports.chunks(per) {
+            cluster
+                .nodes
+                .push(BrokerNode::launch_on(opts.clone(), chunk));
+        }
+        for node in &mut cluster.nodes {
+            node.wait_started();
+        }
+        let seed = cluster.nodes[0].name.clone();
+        for node in &cluster.nodes[1..] {
+            for args in [
+                &["stop_app"][..],
+                &["reset"],
+                &["join_cluster", &seed],
+                &["start_app"],
+            ] {
+                if let Err(e) = node.try_ctl(args) {
+                    panic!(
+                        "{args:?} on {} (joining {seed}) failed: {e}\n{}",
+                        node.name,
+                        node.log_tail()
+                    );
+                }
+            }
+        }
+        cluster.wait_running(size, opts.start_timeout);
+        cluster
+    }
+
+    /// The nodes, in the order they were started (the first is the seed).
+    pub fn nodes(&self) -> &[BrokerNode] {
+        &self.nodes
+    }
+
+    /// Node `i`.
+    pub fn node(&self, i: usize) -> &BrokerNode {
+        &self.nodes[i]
+    }
+
+    /// Node `i`, to stop, kill or restart it.
+    pub fn node_mut(&mut self, i: usize) -> &mut BrokerNode {
+        &mut self.nodes[i]
+    }
+
+    /// The position of the node named `name`.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.name == name)
+    }
+
+    /// Every node's `amqp_url()`, in node order.
+    pub fn amqp_urls(&self) -> Vec<String> {
+        self.nodes.iter().map(BrokerNode::amqp_url).collect()
+    }
+
+    /// Every node's URL, comma-separated, starting with node `first`: the
+    /// list a client is configured with to fail over between nodes.
+    pub fn amqp_url_list_from(&self, first: usize) -> String {
+        let urls = self.amqp_urls();
+        let n = urls.len();
+        (0..n)
+            .map(|i| urls[(first + i) % n].clone())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// [`amqp_url_list_from`](Self::amqp_url_list_from) node 0.
+    pub fn amqp_url_list(&self) -> String {
+        self.amqp_url_list_from(0)
+    }
+
+    /// Runs `rabbitmqctl -q -n NODE ARGS` on the first node that answers.
+    pub fn try_ctl(&self, args: &[&str]) -> Result<String, String> {
+        let mut last = Err("no node is running".to_owned());
+        for node in &self.nodes {
+            if !node.port_open() {
+                continue;
+            }
+            last = node.try_ctl(args);
+            if last.is_ok() {
+                return last;
+            }
+        }
+        last
+    }
+
+    /// The names of the nodes the cluster reports running, as the first
+    /// answering node sees them (`cluster_status`).
+    pub fn running_nodes(&self) -> Result<Vec<String>, String> {
+        let json = self.try_ctl(&["cluster_status", "--formatter", "json"])?;
+        Ok(json_string_list(&json, "running_nodes"))
+    }
+
+    /// Waits until the cluster reports `count` running nodes, all of them ours.
+    pub fn wait_running(&self, count: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let seen = self.running_nodes();
+            if let Ok(names) = &seen
+                && names.len() == count
+                && names.iter().all(|n| self.index_of(n).is_some())
+            {
+                return;
+            }
+            if Instant::now() > deadline {
+                let tails: String = self.nodes.iter().map(BrokerNode::log_tail).collect();
+                panic!(
+                    "cluster did not report {count} running nodes within {timeout:?}: {seen:?}\n{tails}"
+                );
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// `rabbitmqctl list_queues` of `vhost` with each queue's type, leader,
+    /// members, running members and depth, for a failing test's message.
+    pub fn describe_queues(&self, vhost: &str) -> String {
+        let columns = ["name", "type", "leader", "members", "online", "messages"];
+        let mut args = vec!["list_queues", "-p", vhost];
+        args.extend(columns);
+        match self.try_ctl(&args) {
+            Ok(table) => format!("{}\n{table}", columns.join("\t")),
+            Err(e) => format!("list_queues failed: {e}"),
+        }
+    }
+
+    /// The leader node and the member nodes of quorum queue `queue` in
+    /// `vhost`, as `rabbitmqctl list_queues` shows them; `None` while it has
+    /// no leader (or does not exist).
+    pub fn queue_leader(&self, vhost: &str, queue: &str) -> Option<(String, Vec<String>)> {
+        let out = self
+            .try_ctl(&[
+                "list_queues",
+                "-p",
+                vhost,
+                "name",
+                "leader",
+                "members",
+                "--formatter",
+                "json",
+            ])
+            .ok()?;
+        // One object per queue, `{"name":"..","leader":"..","members":[..]}`;
+        // a queue name never holds a `}`.
+        let object = out
+            .split('}')
+            .find(|o| o.contains(&format!("\"name\":\"{queue}\"")))?;
+        let leader = json_string_list(object, "leader").into_iter().next()?;
+        let members = json_string_list(object, "members");
+        (leader.contains('@')).then_some((leader, members))
+    }
+}
+
+impl Drop for BrokerCluster {
+    fn drop(&mut self) {
+        // Side by side: each node's own drop stops it (up to 30 s) and
+        // removes its directory.
+        let nodes = std::mem::take(&mut self.nodes);
+        std::thread::scope(|scope| {
+            for node in nodes {
+                scope.spawn(move || drop(node));
+            }
+        });
+    }
+}
+
+/// The strings of the JSON value under `"key"` in `json`: a string, or a
+/// list of strings (what `rabbitmqctl --formatter json` prints for node
+/// names). Enough JSON for node and queue names, which hold no quotes.
+fn json_string_list(json: &str, key: &str) -> Vec<String> {
+    let Some(at) = json.find(&format!("\"{key}\":")) else {
+        return Vec::new();
+    };
+    let rest = json[at + key.len() + 3..].trim_start();
+    let value = if rest.starts_with('[') {
+        &rest[1..rest.find(']').unwrap_or(rest.len())]
+    } else {
+        rest.split([',', '}']).next().unwrap_or("")
+    };
+    value
+        .split(',')
+        .map(|v| v.trim().trim_matches('"').to_owned())
+        .filter(|v| !v.is_empty())
+        .collect()
 }
