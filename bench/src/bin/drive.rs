@@ -2,6 +2,17 @@
 //! as confirms allow), watches final receipts on the receipts exchange, and
 //! watches the sink's SQLite store until every success receipt is committed.
 //! A worker and a sink must be running. Prints one JSON line.
+//!
+//! Two more modes make the drain figure, a queue filled before any worker
+//! runs: `--prefill` only publishes the tasks (as fast as confirms allow) and
+//! exits; `--drain-since-unix-ms T` publishes nothing and waits until the
+//! store holds `--tasks` success receipts, timed from T (when the script
+//! started the worker and the sink).
+//!
+//! `cpu_ticks` in the output is this process's own CPU time (utime + stime
+//! from /proc/self/stat, in clock ticks) from just before the first publish
+//! to the moment every task was counted: the producer's share, for the CPU
+//! per task (it includes the receipt tap and the store polling).
 
 use broker_link::Declare;
 use broker_topology::{ContentType, ReceiptType, Topology, codec, names};
@@ -20,9 +31,9 @@ use std::time::{Duration, Instant, SystemTime};
 struct Args {
     #[arg(long)]
     amqp_url: String,
-    /// The sink's SQLite file.
+    /// The sink's SQLite file (not needed with --prefill).
     #[arg(long)]
-    store: String,
+    store: Option<String>,
     #[arg(long, default_value = "noop")]
     task_type: String,
     #[arg(long, default_value_t = 20_000)]
@@ -35,6 +46,116 @@ struct Args {
     window: usize,
     #[arg(long, default_value_t = 300)]
     timeout_secs: u64,
+    /// Only publish the tasks, as fast as confirms allow, and exit.
+    #[arg(long, conflicts_with_all = ["rate", "drain_since_unix_ms"])]
+    prefill: bool,
+    /// Publish nothing: wait until the store holds --tasks success receipts
+    /// and report the rate since this moment (milliseconds since the epoch).
+    #[arg(long)]
+    drain_since_unix_ms: Option<u64>,
+}
+
+/// utime + stime of this process, all its threads, in clock ticks.
+fn cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("read /proc/self/stat");
+    // Fields after the command, which is in parentheses and may hold spaces:
+    // state is field 3, utime 14 and stime 15.
+    let rest = &stat[stat.rfind(')').expect("a /proc stat line") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// Publishes `tasks` noop tasks, 1,000 a call and four calls at once, and
+/// exits: the queue is filled before the worker starts.
+async fn prefill(args: &Args) {
+    let producer = Producer::new(ProducerConfig::new(&args.amqp_url));
+    let cpu0 = cpu_ticks();
+    let started = Instant::now();
+    type Chunk = tokio::task::JoinHandle<Vec<Result<producer::Published, producer::PublishError>>>;
+    let mut chunks: futures_util::stream::FuturesUnordered<Chunk> =
+        futures_util::stream::FuturesUnordered::new();
+    let mut published = 0;
+    while published < args.tasks || !chunks.is_empty() {
+        if published == args.tasks || chunks.len() >= 4 {
+            let results = chunks.next().await.unwrap().expect("publisher task");
+            for r in results {
+                r.expect("publish");
+            }
+            continue;
+        }
+        let n = 1000.min(args.tasks - published);
+        let batch: Vec<_> = (0..n)
+            .map(|_| TaskSpec::json(&args.task_type, &json!({})).unwrap())
+            .collect();
+        published += n;
+        let p = producer.clone();
+        chunks.push(tokio::spawn(
+            async move { p.publish_many(batch, |_| {}).await },
+        ));
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        json!({
+            "mode": "prefill",
+            "tasks": args.tasks,
+            "publish_secs": secs,
+            "publish_per_sec": (args.tasks as f64 / secs).round(),
+            "cpu_ticks": cpu_ticks() - cpu0,
+        })
+    );
+}
+
+/// The number of success receipts committed in the store; 0 while the store
+/// or its tables do not exist yet.
+async fn stored_successes(store: &sqlx::SqlitePool) -> usize {
+    sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM receipts WHERE receipt_type = 'success'")
+        .fetch_one(store)
+        .await
+        .unwrap_or(0) as usize
+}
+
+/// Waits until the store holds `tasks` success receipts; the clock started
+/// at `since_ms` (since the epoch), when the worker and the sink were started.
+async fn drain(args: &Args, since_ms: u64) {
+    let since = SystemTime::UNIX_EPOCH + Duration::from_millis(since_ms);
+    let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
+    let path = args.store.as_deref().expect("--store");
+    // The sink creates the file when it starts: wait for it.
+    let store = loop {
+        match sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect(&format!("sqlite://{path}?mode=ro"))
+            .await
+        {
+            Ok(s) => break s,
+            Err(e) if Instant::now() > deadline => panic!("open the sink's store: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
+    let mut n = 0;
+    while n < args.tasks {
+        assert!(
+            Instant::now() < deadline,
+            "{n} of {} tasks stored before the timeout",
+            args.tasks
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        n = stored_successes(&store).await;
+    }
+    let secs = SystemTime::now()
+        .duration_since(since)
+        .expect("--drain-since-unix-ms in the past")
+        .as_secs_f64();
+    println!(
+        "{}",
+        json!({
+            "mode": "drain",
+            "tasks": args.tasks,
+            "drain_secs": secs,
+            "drain_tasks_per_sec": (args.tasks as f64 / secs).round(),
+        })
+    );
 }
 
 #[derive(Default)]
@@ -46,6 +167,12 @@ struct Seen {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
+    if args.prefill {
+        return prefill(&args).await;
+    }
+    if let Some(since) = args.drain_since_unix_ms {
+        return drain(&args, since).await;
+    }
     let seen = Arc::new(Mutex::new(Seen::default()));
 
     // Tap on every receipt batch, through a queue of our own.
@@ -104,11 +231,15 @@ async fn main() {
 
     let store = sqlx::sqlite::SqlitePoolOptions::new()
         .max_connections(1)
-        .connect(&format!("sqlite://{}?mode=ro", args.store))
+        .connect(&format!(
+            "sqlite://{}?mode=ro",
+            args.store.as_deref().expect("--store")
+        ))
         .await
         .expect("open the sink's store");
 
     let producer = Producer::new(ProducerConfig::new(&args.amqp_url));
+    let cpu0 = cpu_ticks();
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.timeout_secs);
     let spec = |seen: &Arc<Mutex<Seen>>| {
@@ -170,18 +301,14 @@ async fn main() {
     // Every success receipt committed in the store.
     let mut stored_all = None;
     while Instant::now() < deadline {
-        let n: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM receipts WHERE receipt_type = 'success'")
-                .fetch_one(&store)
-                .await
-                .unwrap_or(0);
-        if n as usize >= args.tasks {
+        if stored_successes(&store).await >= args.tasks {
             stored_all = Some(started.elapsed());
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let stored_all = stored_all.expect("every task stored before the timeout");
+    let cpu = cpu_ticks() - cpu0;
 
     let rows: Vec<(String, String)> =
         sqlx::query_as("SELECT task_id, stored_at FROM receipts WHERE receipt_type = 'success'")
@@ -230,6 +357,7 @@ async fn main() {
             "stored_p99_ms": percentile(&stored_lat, 99.0),
             "finals_seen": final_lat.len(),
             "stored_seen": stored_lat.len(),
+            "cpu_ticks": cpu,
         })
     );
 }
