@@ -282,6 +282,35 @@ mod tests {
         assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
     }
 
+    #[tokio::test]
+    async fn amqps_speaks_tls_from_the_first_byte() {
+        // A listener that only records what it is sent: with TLS compiled
+        // in, an amqps:// connection opens with a TLS handshake record
+        // (0x16), never with the plain "AMQP" protocol header.
+        let tls = TlsConfig::default();
+        if tls.load().is_err() {
+            // No system CA store on this machine: it would send nothing.
+            return;
+        }
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let first = std::thread::spawn(move || {
+            use std::io::Read;
+            let (mut socket, _) = listener.accept().unwrap();
+            socket
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let mut byte = [0u8; 1];
+            socket.read_exact(&mut byte).map(|_| byte[0])
+        });
+        let url = format!("amqps://guest:guest@127.0.0.1:{port}/%2f?connection_timeout=10000");
+        let attempt =
+            tokio::time::timeout(Duration::from_secs(10), connect_from(&url, 0, "t", &tls));
+        let _ = attempt.await;
+        let first = first.join().unwrap().expect("the client sent something");
+        assert_eq!(first, 0x16, "amqps:// must open with a TLS handshake");
+    }
+
     #[test]
     fn backoff_grows_to_its_cap() {
         let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(400));
