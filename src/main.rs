@@ -320,7 +320,6 @@ mod tests {
                 "[default: {}s]",
                 gateway::DEFAULT_PUBLISH_DEADLINE.as_secs()
             ),
-            format!("[default: {}]", gateway::DEFAULT_PUBLISHERS),
         ] {
             assert!(
                 gateway_help.contains(&default),

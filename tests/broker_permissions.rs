@@ -38,7 +38,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{ChildGuard, Vhost, chit, wait_for};
+use support::{ChildGuard, Vhost, chit, free_port, wait_for};
 
 const WAIT: Duration = Duration::from_secs(60);
 const DEFINITIONS: &str = concat!(
@@ -379,15 +379,6 @@ async fn each_component_user_is_refused_what_is_not_its_job() {
         !delete.status().is_success(),
         "chit-keda could delete a queue through the management API"
     );
-}
-
-/// A port nothing listens on right now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn task_state(api: &str, state: &str) {

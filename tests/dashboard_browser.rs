@@ -17,7 +17,7 @@ use broker_topology::{Capability, Topology};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use support::{ChildGuard, Vhost, chit, wait_for};
+use support::{ChildGuard, Vhost, chit, free_port, wait_for};
 
 const CAP: &str = "command.execute";
 
@@ -76,14 +76,6 @@ fn check_node_modules() {
         package.display(),
         browser_dir().display()
     );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Runs `chit <args>` to completion; returns stdout, failing with stderr.

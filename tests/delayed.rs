@@ -13,7 +13,7 @@ use producer::{Producer, ProducerConfig, PublishErrorKind, TaskSpec};
 use serde_json::{Value, json};
 use std::process::Output;
 use std::time::Duration;
-use support::{ChildGuard, ReceiptTap, Vhost, chit, queue_depth, wait_for};
+use support::{ChildGuard, ReceiptTap, Vhost, chit, free_port, queue_depth, wait_for};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -149,15 +149,6 @@ async fn the_longest_delay_is_taken_by_the_broker_and_a_longer_one_refused() {
     let too_long = spec.with_delay(schedule::MAX_DELAY + Duration::from_secs(1));
     let err = producer.publish(too_long).await.unwrap_err();
     assert_eq!(err.kind(), &PublishErrorKind::InvalidTask);
-}
-
-/// A port nothing listens on right now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn run(args: &[&str]) -> Output {

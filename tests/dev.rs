@@ -5,17 +5,9 @@ mod support;
 
 use std::path::Path;
 use std::time::Duration;
-use support::{ChildGuard, Vhost, chit, wait_for};
+use support::{ChildGuard, Vhost, chit, free_port, wait_for};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Waits until the sink's API answers on `port`, then until the SQLite file
 /// at `db` exists, then stops `chit dev` with SIGTERM and expects a clean exit.

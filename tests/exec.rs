@@ -10,7 +10,7 @@ use broker_topology::{Capability, Receipt, ReceiptType, Topology};
 use producer::{Producer, ProducerConfig, TaskSpec};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-use support::{ChildGuard, ReceiptTap, Vhost, chit};
+use support::{ChildGuard, ReceiptTap, Vhost, chit, free_port};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -372,15 +372,6 @@ async fn task_state(api: &str, state: &str) {
         (task["task"]["state"] == state).then_some(())
     })
     .await
-}
-
-/// A port nothing listens on right now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -18,17 +18,9 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{ChildGuard, ReceiptTap, Vhost, chit, queue_depth, wait_for};
+use support::{ChildGuard, ReceiptTap, Vhost, chit, free_port, queue_depth, wait_for};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// `chit gateway keys add` on `store`: (key id, key).
 fn add_key(store: &str, name: &str, scopes: &[&str]) -> (String, String) {

@@ -19,18 +19,10 @@ use broker_topology::{Capability, Topology};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{ChildGuard, Vhost, chit, wait_for};
+use support::{ChildGuard, Vhost, chit, free_port, wait_for};
 
 /// How long the whole schemathesis run may take.
 const RUN_TIMEOUT: Duration = Duration::from_secs(240);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The schemathesis CLI: the project's virtualenv, else one on PATH.
 fn schemathesis() -> PathBuf {

@@ -7,18 +7,9 @@ mod support;
 
 use std::process::Output;
 use std::time::Duration;
-use support::{ChildGuard, Vhost, chit, wait_for};
+use support::{ChildGuard, Vhost, chit, free_port, wait_for};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// A port nothing listens on right now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn text(out: &Output) -> (String, String) {
     (

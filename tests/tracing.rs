@@ -25,7 +25,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::{ChildGuard, ReceiptTap, Vhost, chit, wait_for};
+use support::{ChildGuard, ReceiptTap, Vhost, chit, free_port, wait_for};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -136,14 +136,6 @@ impl Receiver {
     fn all(&self) -> Vec<Got> {
         self.spans.lock().unwrap().clone()
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn worker(vhost: &Vhost) -> Command {

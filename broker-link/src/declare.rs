@@ -247,3 +247,49 @@ impl Declare for Topology {
         inspect(conn, self)
     }
 }
+/// A server-named queue of `channel`'s connection alone (exclusive, gone
+/// with it), bound to `exchange` with `routing_key` when given, and its
+/// consumer without acks: for messages worth nothing once this connection
+/// is gone, such as publish-and-wait replies, heartbeats and the sink
+/// roster. Returns the queue's name and the consumer.
+pub async fn own_queue(
+    channel: &Channel,
+    binding: Option<(&str, &str)>,
+    consumer_tag: &str,
+) -> Result<(String, lapin::Consumer), lapin::Error> {
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    if let Some((exchange, routing_key)) = binding {
+        channel
+            .queue_bind(
+                queue.name().clone(),
+                exchange.into(),
+                routing_key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    let consumer = channel
+        .basic_consume(
+            queue.name().clone(),
+            consumer_tag.into(),
+            lapin::options::BasicConsumeOptions {
+                no_ack: true,
+                exclusive: true,
+                ..lapin::options::BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok((queue.name().as_str().to_owned(), consumer))
+}

@@ -88,24 +88,67 @@ impl LinkState {
 
 /// A shared view of a link's state: the link writes it, health endpoints
 /// read it. Cheap to clone.
-#[derive(Debug, Clone)]
-pub struct LinkStatus(Arc<StdMutex<LinkState>>);
+///
+/// It also remembers the broker's last "blocked": RabbitMQ tells a
+/// connection it is blocked only when that connection publishes during an
+/// alarm, and a publisher that gives up on a confirm reconnects, which
+/// overwrites `Blocked` with `Reconnecting`. [`LinkStatus::blocked_within`]
+/// still answers for a while, so a front end can refuse at once instead of
+/// waiting out another deadline.
+#[derive(Debug, Clone, Default)]
+pub struct LinkStatus(Arc<StdMutex<StatusInner>>);
 
-impl Default for LinkStatus {
+#[derive(Debug)]
+struct StatusInner {
+    state: LinkState,
+    /// When the broker last said it blocks publishing, and why; cleared by
+    /// its "unblocked" or by a publish it confirmed.
+    block: Option<(Instant, String)>,
+}
+
+impl Default for StatusInner {
     fn default() -> Self {
-        LinkStatus(Arc::new(StdMutex::new(LinkState::Idle)))
+        StatusInner {
+            state: LinkState::Idle,
+            block: None,
+        }
     }
 }
 
 impl LinkStatus {
     /// The current state.
     pub fn get(&self) -> LinkState {
-        self.0.lock().expect("link state").clone()
+        self.0.lock().expect("link state").state.clone()
     }
 
-    /// Sets the state (the link does; tests may).
+    /// Sets the state (the link does; tests may). `Blocked` is remembered.
     pub fn set(&self, state: LinkState) {
-        *self.0.lock().expect("link state") = state;
+        let mut inner = self.0.lock().expect("link state");
+        if let LinkState::Blocked(reason) = &state {
+            inner.block = Some((Instant::now(), reason.clone()));
+        }
+        inner.state = state;
+    }
+
+    /// Why the broker blocks publishing: now, or at some point in the last
+    /// `memory` with neither an "unblocked" nor a confirmed publish since.
+    pub fn blocked_within(&self, memory: Duration) -> Option<String> {
+        let inner = self.0.lock().expect("link state");
+        if let LinkState::Blocked(reason) = &inner.state {
+            return Some(reason.clone());
+        }
+        match &inner.block {
+            Some((at, reason)) if at.elapsed() < memory => Some(reason.clone()),
+            _ => None,
+        }
+    }
+
+    /// The broker took a publish (or said "unblocked"): any block is over.
+    pub fn publish_went_through(&self) {
+        let mut inner = self.0.lock().expect("link state");
+        if inner.block.take().is_some() {
+            tracing::info!("the broker takes publishes again");
+        }
     }
 }
 
@@ -410,6 +453,7 @@ impl BrokerLink {
                     lapin::Event::ConnectionUnblocked => {
                         tracing::info!(link = %name, "broker unblocked publishing");
                         state.set(LinkState::Connected);
+                        state.publish_went_through();
                     }
                     _ => {}
                 }
@@ -461,6 +505,23 @@ pub(crate) fn close_channel_in_background(channel: Channel, reason: &'static str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_block_is_remembered_past_a_reconnect_until_a_publish_goes_through() {
+        let status = LinkStatus::default();
+        let memory = Duration::from_secs(60);
+        assert_eq!(status.blocked_within(memory), None);
+        status.set(LinkState::Blocked("memory alarm".into()));
+        status.set(LinkState::Reconnecting("no confirm".into()));
+        status.set(LinkState::Connected);
+        assert_eq!(
+            status.blocked_within(memory).as_deref(),
+            Some("memory alarm")
+        );
+        assert_eq!(status.blocked_within(Duration::ZERO), None);
+        status.publish_went_through();
+        assert_eq!(status.blocked_within(memory), None);
+    }
 
     #[test]
     fn health_follows_the_state() {

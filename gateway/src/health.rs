@@ -1,26 +1,8 @@
 //! `GET /healthz`: whether the gateway can take tasks. No key needed.
 
 use crate::state::GatewayState;
-use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use serde::Serialize;
-use utoipa::ToSchema;
-
-/// The gateway's health.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct Health {
-    /// `ok`, or `unavailable` when the store does not answer.
-    store: &'static str,
-    /// The broker link: `connected`, `blocked` (publishing refused by a
-    /// memory or disk alarm: submissions get 429), `connecting`,
-    /// `reconnecting` or `stopped`.
-    broker: &'static str,
-    /// Why the broker link is blocked or reconnecting.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    detail: Option<String>,
-}
+use axum::response::Response;
 
 /// 200 when the store answers and the broker is connected (or connected
 /// but blocking publishers, which a restart would not cure), else 503.
@@ -29,28 +11,10 @@ pub(crate) struct Health {
     path = "/healthz",
     tag = "health",
     responses(
-        (status = 200, description = "Store and broker are fine", body = Health),
-        (status = 503, description = "The store or the broker is not", body = Health),
+        (status = 200, description = "Store and broker are fine", body = receipts_sink::api::Health),
+        (status = 503, description = "The store or the broker is not", body = receipts_sink::api::Health),
     )
 )]
 pub(crate) async fn healthz(State(state): State<GatewayState>) -> Response {
-    let store_ok = match state.store.ping().await {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::warn!(error = %e, "health check: store unavailable");
-            false
-        }
-    };
-    let broker = state.publishers.state();
-    let code = if store_ok && broker.is_healthy() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    let body = Health {
-        store: if store_ok { "ok" } else { "unavailable" },
-        broker: broker.as_str(),
-        detail: broker.detail().map(str::to_owned),
-    };
-    (code, Json(body)).into_response()
+    receipts_sink::api::health(&state.store, state.broker_state()).await
 }

@@ -5,8 +5,6 @@
 //!
 //! - `tasks`: `POST /v1/tasks` (submit, optionally wait for the final
 //!   receipt), through the producer crate's one publish path.
-//! - `publishers`: the pool of producers submissions borrow, one request
-//!   at a time (why, and why not `deadpool-lapin`, is in its docs).
 //! - `auth`: bearer keys ([`keys`] manages them) and the [`Caller`]
 //!   extractor every protected handler takes.
 //! - `idempotency`: the same `idempotency_key` publishes once.
@@ -34,7 +32,6 @@ mod health;
 mod idempotency;
 pub mod keys;
 mod openapi;
-mod publishers;
 mod state;
 mod tasks;
 mod wait;
@@ -43,7 +40,7 @@ pub use auth::Caller;
 pub use error::{GatewayError, StartError};
 pub use state::{
     DEFAULT_HTTP_ADDR, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_WAIT, DEFAULT_PUBLISH_DEADLINE,
-    DEFAULT_PUBLISHERS, GatewayConfig, GatewayState, IDEMPOTENCY_WINDOW,
+    GatewayConfig, GatewayState, IDEMPOTENCY_WINDOW,
 };
 
 use axum::Router;
@@ -105,9 +102,14 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     let state = GatewayState::open(config).await?;
-    state.publishers.connect_first();
+    // Connected now, not on the first request: that request does not pay
+    // for it and `/healthz` tells the truth from the start.
+    let link = state.producer.link().clone();
+    tokio::spawn(async move {
+        let _ = link.session().await;
+    });
     let heartbeats = receipts_sink::spawn_heartbeat_listener(
-        state.publishers.first().link().clone(),
+        state.producer.link().clone(),
         state.workers.clone(),
     );
     let pruner = tokio::spawn(idempotency::prune(state.store.clone()));
@@ -115,7 +117,7 @@ pub async fn serve(
     tracing::info!(
         http_addr = %addr,
         store = ?state.store.kind(),
-        broker = %state.publishers.first().link().redacted_url(),
+        broker = %state.producer.link().redacted_url(),
         "gateway listening"
     );
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();

@@ -28,7 +28,7 @@ const PUBLIC: &[&str] = &["/healthz", "/v1/openapi.json"];
             {\"error\": {\"code\": \"...\", \"message\": \"...\"}}."
     ),
     paths(tasks::submit, health::healthz, openapi_json),
-    components(schemas(tasks::SubmitTask, tasks::Submitted, tasks::Finished, health::Health)),
+    components(schemas(tasks::SubmitTask, tasks::Submitted, tasks::Finished, receipts_sink::api::Health)),
     tags(
         (name = "tasks", description = "Submitting tasks"),
         (name = "health", description = "Liveness of the gateway"),

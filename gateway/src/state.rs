@@ -2,7 +2,6 @@
 //! client, the live workers and the settings.
 
 use crate::error::StartError;
-use crate::publishers::Publishers;
 use broker_link::management::Management;
 use producer::{Producer, ProducerConfig};
 use receipts_sink::{LiveWorkers, Store};
@@ -18,9 +17,10 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_PUBLISH_DEADLINE: Duration = Duration::from_secs(5);
 /// The longest `?wait=` unless told otherwise.
 pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(60);
-/// Publishers (each a broker connection with its confirm channel) unless
-/// told otherwise.
-pub const DEFAULT_PUBLISHERS: usize = 16;
+/// How long a block the broker announced still answers submissions with
+/// 429 at once, unless a publish goes through first (see
+/// `broker_link::LinkStatus::blocked_within`).
+const BLOCK_MEMORY: Duration = Duration::from_secs(10);
 /// How long an idempotency key holds: a key reused within this window
 /// returns the task of its first use; after it, it is a new request.
 pub const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(24 * 3600);
@@ -43,9 +43,6 @@ pub struct GatewayConfig {
     pub max_wait: Duration,
     /// The management API's base URL, when not the AMQP host on port 15672.
     pub management_url: Option<String>,
-    /// How many publishers (broker connections) submissions share; each
-    /// publishes one request's task at a time.
-    pub publishers: usize,
 }
 
 impl GatewayConfig {
@@ -59,7 +56,6 @@ impl GatewayConfig {
             publish_deadline: DEFAULT_PUBLISH_DEADLINE,
             max_wait: DEFAULT_MAX_WAIT,
             management_url: None,
-            publishers: DEFAULT_PUBLISHERS,
         }
     }
 }
@@ -68,10 +64,9 @@ impl GatewayConfig {
 #[derive(Clone)]
 pub struct GatewayState {
     pub(crate) store: Store,
-    /// For dead-letter operations (replay, purge) and anything else that is
-    /// not a submission; submissions go through `publishers`.
+    /// Every publish: submissions, waits, replays and purges. Requests
+    /// publishing at once each get a channel of its one connection.
     pub(crate) producer: Producer,
-    pub(crate) publishers: Arc<Publishers>,
     pub(crate) management: Option<Management>,
     pub(crate) workers: LiveWorkers,
     pub(crate) config: Arc<GatewayConfig>,
@@ -106,8 +101,7 @@ impl GatewayState {
         producer_config.publish_deadline = config.publish_deadline;
         GatewayState {
             store,
-            producer: Producer::new(producer_config.clone()),
-            publishers: Publishers::new(producer_config, config.publishers.max(1)),
+            producer: Producer::new(producer_config),
             management,
             workers: LiveWorkers::default(),
             config: Arc::new(config),
@@ -124,9 +118,22 @@ impl GatewayState {
         &self.store
     }
 
+    /// Why the broker blocks publishing, now or lately (429).
+    pub(crate) fn blocked(&self) -> Option<String> {
+        self.producer.link().status().blocked_within(BLOCK_MEMORY)
+    }
+
+    /// The broker link's state for `/healthz`, `Blocked` while a block is
+    /// remembered.
+    pub(crate) fn broker_state(&self) -> broker_link::LinkState {
+        match self.blocked() {
+            Some(reason) => broker_link::LinkState::Blocked(reason),
+            None => self.producer.link().state(),
+        }
+    }
+
     /// Closes the broker connections and the store.
     pub async fn close(&self) {
-        self.publishers.close().await;
         self.producer.link().close().await;
         self.store.close().await;
     }

@@ -169,7 +169,7 @@ pub(crate) async fn submit(
     // to the publish, and the idempotency record holds them beforehand.
     spec.envelope.parent_receipt_id = Some(new_receipt_id());
 
-    if let Some(reason) = state.publishers.blocked() {
+    if let Some(reason) = state.blocked() {
         return Err(blocked(&reason));
     }
 
@@ -208,14 +208,13 @@ pub(crate) async fn submit(
     let again = ticket.as_ref().is_some_and(|t| t.again);
     let task_id = spec.envelope.task_id.clone();
     let queued_receipt_id = spec.envelope.parent_receipt_id.clone().unwrap_or_default();
-    let outcome = match publish(&state, spec, wait).await {
-        Ok(outcome) => outcome,
-        Err(busy) => {
-            if let Some(t) = ticket {
-                t.release(&state.store).await;
-            }
-            return Err(busy);
-        }
+    let outcome = match wait {
+        None => state
+            .producer
+            .publish(spec)
+            .await
+            .map(|published| WaitOutcome::TimedOut { published }),
+        Some(wait) => state.producer.publish_and_wait(spec, wait).await,
     };
     let outcome = match outcome {
         Ok(o) => o,
@@ -237,7 +236,6 @@ pub(crate) async fn submit(
             return Err(publish_error(&state, e, &task.task_type));
         }
     };
-    state.publishers.clear_blocked();
     if let Some(t) = ticket {
         mark_published(&state, t).await;
     }
@@ -346,42 +344,6 @@ fn refused(e: PublishError) -> GatewayError {
     }
 }
 
-/// Publishes on a producer of the pool, waiting for the end when asked.
-/// The outer error is a pool with no producer free in time (503).
-async fn publish(
-    state: &GatewayState,
-    spec: TaskSpec,
-    wait: Option<Duration>,
-) -> Result<Result<WaitOutcome, PublishError>, GatewayError> {
-    let busy = |what: &str| {
-        GatewayError::Unavailable(format!(
-            "every publisher of the gateway is busy {what}; try again"
-        ))
-    };
-    let deadline = state.config.publish_deadline;
-    Ok(match wait {
-        None => {
-            let lent = state
-                .publishers
-                .lend(deadline)
-                .await
-                .ok_or_else(|| busy("publishing"))?;
-            lent.producer()
-                .publish(spec)
-                .await
-                .map(|published| WaitOutcome::TimedOut { published })
-        }
-        Some(wait) => {
-            let lent = state
-                .publishers
-                .lend_to_wait(deadline)
-                .await
-                .ok_or_else(|| busy("or waiting"))?;
-            lent.producer().publish_and_wait(spec, wait).await
-        }
-    })
-}
-
 async fn mark_published(state: &GatewayState, ticket: Ticket) {
     let task_id = ticket.task_id.clone();
     if let Err(e) = ticket.published(&state.store).await {
@@ -401,7 +363,7 @@ fn publish_error(state: &GatewayState, e: PublishError, task_type: &str) -> Gate
              never applied (chit topology apply --capability {task_type})"
         )),
         PublishErrorKind::InvalidPayload { .. } | PublishErrorKind::InvalidTask => refused(e),
-        _ => match state.publishers.blocked() {
+        _ => match state.blocked() {
             Some(reason) => blocked(&reason),
             None => {
                 tracing::warn!(task_type, error = %e, "publish failed");

@@ -87,11 +87,24 @@ pub enum WaitOutcome {
     },
 }
 
+/// What one round of publishing on a channel came to.
+struct Round {
+    /// Tasks to publish again on a new connection.
+    retry: Vec<usize>,
+    /// The broker took at least one message: it is not blocking publishers.
+    took: bool,
+    /// The broker nacked at least one: the channel is not reused.
+    nacked: bool,
+}
+
 /// Publishes tasks. One connection, shared by clones.
 #[derive(Clone)]
 pub struct Producer {
     link: Arc<BrokerLink>,
-    task_channel: Arc<tokio::sync::Mutex<Option<(u64, Channel)>>>,
+    /// Idle confirm channels for tasks, with the connection generation
+    /// each belongs to: a publish pass takes one for itself (see
+    /// [`Producer::take_channel`]).
+    idle_channels: Arc<std::sync::Mutex<Vec<(u64, Channel)>>>,
     receipts: Arc<OnceCell<ReceiptPublisher>>,
     replies: Arc<Replies>,
     config: ProducerConfig,
@@ -104,7 +117,7 @@ impl Producer {
         let link = BrokerLink::new(config.amqp_url.clone(), "chit-producer", Topology::core());
         Producer {
             link,
-            task_channel: Arc::default(),
+            idle_channels: Arc::default(),
             receipts: Arc::default(),
             replies: Arc::default(),
             config,
@@ -130,20 +143,39 @@ impl Producer {
             .await
     }
 
-    /// The confirm-mode channel tasks are published on: one per connection,
-    /// apart from the receipts' channel, so a return can only be mistaken
-    /// for another task's (which [`PublishPass`] sorts out by message id).
-    async fn task_channel(&self, session: &Session) -> Result<Channel, LinkError> {
-        let mut cached = self.task_channel.lock().await;
-        if let Some((generation, ch)) = cached.as_ref()
-            && *generation == session.generation
-            && ch.status().connected()
-        {
-            return Ok(ch.clone());
+    /// A confirm-mode channel for one publish pass alone. lapin pairs a
+    /// `basic.return` with whichever confirm it handles next on a channel,
+    /// which [`PublishPass`] sorts out by message id within a pass; two
+    /// passes on one channel could take each other's returns. So passes
+    /// running at once (clones of a producer, a gateway's requests) each
+    /// get their own channel on the one connection, and hand it back with
+    /// [`Producer::return_channel`] for the next pass.
+    async fn take_channel(&self, session: &Session) -> Result<Channel, LinkError> {
+        loop {
+            let idle = self.idle_channels.lock().expect("idle channels").pop();
+            match idle {
+                Some((generation, ch))
+                    if generation == session.generation && ch.status().connected() =>
+                {
+                    return Ok(ch);
+                }
+                // Of an older connection, or closed: dropped.
+                Some(_) => continue,
+                None => return publish::confirm_channel(session).await,
+            }
         }
-        let ch = publish::confirm_channel(session).await?;
-        *cached = Some((session.generation, ch.clone()));
-        Ok(ch)
+    }
+
+    /// Hands a channel back after a pass that ended well on it. A channel
+    /// that nacked is not handed back: it may nack every later message to
+    /// the same quorum queue (see `BrokerLink::renew_publisher`).
+    fn return_channel(&self, generation: u64, channel: Channel) {
+        if channel.status().connected() {
+            self.idle_channels
+                .lock()
+                .expect("idle channels")
+                .push((generation, channel));
+        }
     }
 
     /// Publishes one task and waits for its confirm and its queued receipt's.
@@ -230,7 +262,7 @@ impl Producer {
                     break;
                 }
             };
-            let channel = match self.task_channel(&session).await {
+            let channel = match self.take_channel(&session).await {
                 Ok(c) => c,
                 Err(_) => {
                     self.link.invalidate(session.generation).await;
@@ -281,9 +313,18 @@ impl Producer {
             )
             .await;
             match round {
-                Ok(retry) => {
+                Ok(Round {
+                    retry,
+                    took,
+                    nacked,
+                }) => {
+                    if took {
+                        self.link.status().publish_went_through();
+                    }
                     if !retry.is_empty() {
                         self.link.invalidate(session.generation).await;
+                    } else if !nacked {
+                        self.return_channel(session.generation, channel);
                     }
                     todo = retry;
                 }
@@ -366,7 +407,7 @@ impl Producer {
 
     /// Publishes the tasks `todo` with up to `max_in_flight` confirms
     /// outstanding, and records each outcome. Returns the tasks to publish
-    /// again on a new connection. Tasks that want a reply go out with
+    /// again on a new connection, and what the broker did. Tasks that want a reply go out with
     /// `reply_to`, the reply queue of this connection.
     async fn round(
         &self,
@@ -375,8 +416,10 @@ impl Producer {
         todo: &[usize],
         reply_to: Option<&str>,
         progress: &mut impl FnMut(usize),
-    ) -> Vec<usize> {
+    ) -> Round {
         let mut retry = Vec::new();
+        let mut took = false;
+        let mut nacked = false;
         let mut broken = false;
         let mut in_flight = FuturesUnordered::new();
         let mut waiting = todo.iter().copied();
@@ -428,12 +471,21 @@ impl Producer {
                 break;
             };
             let outcome: PublishOutcome = outcome;
+            match &outcome {
+                PublishOutcome::Confirmed | PublishOutcome::Returned { .. } => took = true,
+                PublishOutcome::Nacked => nacked = true,
+                _ => {}
+            }
             match pass.record(i, outcome) {
                 Recorded::Settled => progress(pass.settled()),
                 Recorded::Retry => retry.push(i),
             }
         }
-        retry
+        Round {
+            retry,
+            took,
+            nacked,
+        }
     }
 
     /// The `queued` receipts of the tasks the broker took, in confirmed

@@ -19,8 +19,6 @@
 use broker_link::{LinkError, Session};
 use broker_topology::{ContentType, Receipt, codec};
 use futures_util::StreamExt;
-use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -112,34 +110,11 @@ impl Replies {
             .create_channel()
             .await
             .map_err(|e| LinkError::from_lapin("opening the reply channel", e))?;
-        let declared = channel
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
+        // A reply is worth nothing once its connection is gone: no acks, so
+        // no round trip per reply.
+        let (name, consumer) = broker_link::declare::own_queue(&channel, None, "chit-replies")
             .await
             .map_err(|e| LinkError::from_lapin("declaring the reply queue", e))?;
-        let name = declared.name().as_str().to_owned();
-        let consumer = channel
-            .basic_consume(
-                declared.name().clone(),
-                "chit-replies".into(),
-                BasicConsumeOptions {
-                    // A reply is worth nothing once its connection is gone:
-                    // no acks, so no round trip per reply.
-                    no_ack: true,
-                    exclusive: true,
-                    ..BasicConsumeOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(|e| LinkError::from_lapin("consuming the reply queue", e))?;
         tracing::debug!(queue = %name, generation = session.generation, "reply queue declared");
         tokio::spawn(listen(Arc::downgrade(self), consumer, name.clone()));
         *current = Some((session.generation, channel, name.clone()));

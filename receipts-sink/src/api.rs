@@ -286,24 +286,43 @@ async fn list_quarantine(
 }
 
 async fn healthz(State(state): State<ApiState>) -> Response {
-    let store_ok = match state.store.ping().await {
+    health(&state.store, state.status.broker()).await
+}
+
+/// A component's health, as `/healthz` answers it.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `ok`, or `unavailable` when the store does not answer.
+    store: &'static str,
+    /// The broker link: `connected`, `blocked` (publishing refused by a
+    /// memory or disk alarm), `connecting`, `reconnecting` or `stopped`.
+    broker: &'static str,
+    /// Why the broker link is blocked or reconnecting.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+}
+
+/// 200 when the store answers and the broker link is healthy (connected,
+/// or connected but blocked, which a restart would not cure), else 503;
+/// the body is [`Health`]. Shared by the sink's and the gateway's `/healthz`.
+pub async fn health(store: &Store, broker: broker_link::LinkState) -> Response {
+    let store_ok = match store.ping().await {
         Ok(()) => true,
         Err(e) => {
             tracing::warn!(error = %e, "health check: store unavailable");
             false
         }
     };
-    let broker = state.status.broker();
-    let healthy = store_ok && broker.is_healthy();
-    let code = if healthy {
+    let code = if store_ok && broker.is_healthy() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = json!({
-        "store": if store_ok { "ok" } else { "unavailable" },
-        "broker": broker.as_str(),
-    });
+    let body = Health {
+        store: if store_ok { "ok" } else { "unavailable" },
+        broker: broker.as_str(),
+        detail: broker.detail().map(str::to_owned),
+    };
     (code, Json(body)).into_response()
 }
 

@@ -11,12 +11,10 @@
 //! shows when a third joins, and in each store as missing receipts.
 
 use crate::error::SinkError;
-use broker_link::{BrokerLink, Outgoing, PublishOutcome, Session};
+use broker_link::{BrokerLink, Outgoing, PublishOutcome, Session, declare};
 use broker_topology::control::SinkAnnouncement;
 use broker_topology::{ContentType, names};
 use futures_util::StreamExt;
-use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Consumer};
 use std::time::{Duration, Instant};
 use tracing::{error, warn};
@@ -144,37 +142,8 @@ fn announcement(body: &[u8]) -> Outgoing<'_> {
 /// A queue of this connection's own on the roster exchange.
 async fn listen(session: &Session) -> Result<(Channel, Consumer), SinkError> {
     let channel = session.connection.create_channel().await?;
-    let queue = channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
-    channel
-        .queue_bind(
-            queue.name().clone(),
-            names::SINK_ROSTER_EXCHANGE.into(),
-            "".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    let consumer = channel
-        .basic_consume(
-            queue.name().clone(),
-            "".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..BasicConsumeOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
+    let (_, consumer) =
+        declare::own_queue(&channel, Some((names::SINK_ROSTER_EXCHANGE, "")), "").await?;
     Ok((channel, consumer))
 }
 

@@ -15,13 +15,11 @@
 //! default interval of 5 s), or at once gone when it says it is stopping.
 
 use crate::metrics::SinkMetrics;
-use broker_link::{BrokerLink, Session};
+use broker_link::{BrokerLink, Session, declare};
 use broker_topology::{Heartbeat, names};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use lapin::Consumer;
-use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -268,37 +266,9 @@ async fn listen_counting(
 /// A queue of this connection's own on the events exchange, for heartbeats.
 async fn subscribe(session: &Session) -> Result<Consumer, lapin::Error> {
     let channel = session.connection.create_channel().await?;
-    let queue = channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
-    channel
-        .queue_bind(
-            queue.name().clone(),
-            names::EVENTS_EXCHANGE.into(),
-            names::HEARTBEAT_ROUTING_KEY.into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    channel
-        .basic_consume(
-            queue.name().clone(),
-            "".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..BasicConsumeOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
+    let binding = (names::EVENTS_EXCHANGE, names::HEARTBEAT_ROUTING_KEY);
+    let (_, consumer) = declare::own_queue(&channel, Some(binding), "").await?;
+    Ok(consumer)
 }
 
 #[cfg(test)]

@@ -95,11 +95,6 @@ struct ServeArgs {
     /// 503 (or 429 while the broker blocks publishing) [default: 5s]
     #[arg(long, value_parser = duration_flag, value_name = "DURATION")]
     publish_deadline: Option<Duration>,
-    /// Broker connections the submissions share; each publishes one
-    /// request's task at a time, and half may wait for tasks to end
-    /// (?wait=) [default: 16]
-    #[arg(long)]
-    publishers: Option<usize>,
 }
 
 impl GatewayArgs {
@@ -125,7 +120,6 @@ async fn serve(settings: &Settings, args: ServeArgs) -> Result<ExitCode> {
         max_wait: args.max_wait,
         publish_deadline: args.publish_deadline,
         management_url: args.management_url,
-        publishers: args.publishers,
     })?;
     gateway::run(config, stop_signal()).await?;
     Ok(ExitCode::SUCCESS)

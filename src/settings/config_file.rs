@@ -75,8 +75,6 @@ pub struct GatewayFile {
     pub publish_deadline: Option<String>,
     /// The RabbitMQ management API's base URL.
     pub management_url: Option<String>,
-    /// Publishers (broker connections) the gateway's submissions share.
-    pub publishers: Option<usize>,
 }
 
 /// A capability's settings in the config file.

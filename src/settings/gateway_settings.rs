@@ -24,8 +24,6 @@ pub struct GatewaySettings {
     pub publish_deadline: Option<Duration>,
     /// The management API's base URL.
     pub management_url: Option<String>,
-    /// Publishers the submissions share.
-    pub publishers: Option<usize>,
 }
 
 impl Settings {
@@ -75,12 +73,6 @@ impl Settings {
             bail!("the publish deadline must be longer than zero");
         }
         config.management_url = given.management_url.clone().or(file.management_url.clone());
-        if let Some(n) = given.publishers.or(file.publishers) {
-            if n == 0 {
-                bail!("--publishers must be 1 or more");
-            }
-            config.publishers = n;
-        }
         Ok(config)
     }
 }
@@ -107,7 +99,7 @@ mod tests {
     fn flags_win_over_the_file_which_wins_over_the_defaults() {
         let s = settings(
             "[sink]\nstore = \"sqlite:///tmp/sink.db\"\n\
-             [gateway]\nhttp = \":9900\"\nmax_wait = \"10s\"\npublishers = 3\n",
+             [gateway]\nhttp = \":9900\"\nmax_wait = \"10s\"\n",
         );
         let c = s.gateway_config(&GatewaySettings::default()).unwrap();
         assert_eq!(
@@ -116,7 +108,6 @@ mod tests {
         );
         assert_eq!(c.http.port(), 9900);
         assert_eq!(c.max_wait, Duration::from_secs(10));
-        assert_eq!(c.publishers, 3);
         assert_eq!(c.max_body_bytes, gateway::DEFAULT_MAX_BODY_BYTES);
         assert_eq!(c.publish_deadline, gateway::DEFAULT_PUBLISH_DEADLINE);
 

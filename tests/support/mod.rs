@@ -238,3 +238,13 @@ impl ReceiptTap {
         .await
     }
 }
+
+/// A TCP port on 127.0.0.1 that was free a moment ago, for a server a test
+/// starts (`--http 127.0.0.1:PORT`).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
