@@ -10,7 +10,7 @@ use super::row_rule::SqlValue;
 use super::{Prepared, PruneStats, chunk_len, upsert};
 use crate::error::SinkError;
 use crate::task::TaskDelta;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, SqlitePool};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -137,7 +137,6 @@ async fn connect(url: &str) -> Result<SqlitePool, SinkError> {
             reason: e.to_string(),
         })?
         .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(BUSY_TIMEOUT);
     let in_memory = url.contains(":memory:") || url.contains("mode=memory");
@@ -151,12 +150,55 @@ async fn connect(url: &str) -> Result<SqlitePool, SinkError> {
             .connect_with(options)
             .await?
     } else {
-        SqlitePoolOptions::new()
+        let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
-            .await?
+            .await?;
+        ensure_wal(&pool).await?;
+        pool
     };
     Ok(pool)
+}
+
+/// Puts the file in WAL mode unless it already is. WAL is a property of the
+/// file, set once; asking for it on every connection (as sqlx's
+/// `journal_mode` option does) takes a lock the busy timeout does not wait
+/// for, so a connection opened while a sink writes failed with "database is
+/// locked". Only a file not yet in WAL pays for the switch, retried until
+/// `BUSY_TIMEOUT` if two processes race to make it.
+async fn ensure_wal(pool: &SqlitePool) -> Result<(), sqlx::Error> {
+    let deadline = tokio::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(pool)
+            .await?;
+        if mode.eq_ignore_ascii_case("wal") {
+            return Ok(());
+        }
+        match sqlx::query_scalar::<_, String>("PRAGMA journal_mode = WAL")
+            .fetch_one(pool)
+            .await
+        {
+            Ok(mode) if mode.eq_ignore_ascii_case("wal") => return Ok(()),
+            Err(e) if !is_busy(&e) => return Err(e),
+            refused if tokio::time::Instant::now() >= deadline => {
+                return Err(refused.err().unwrap_or_else(|| {
+                    sqlx::Error::Protocol("SQLite kept refusing to switch the file to WAL".into())
+                }));
+            }
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+/// SQLITE_BUSY or SQLITE_LOCKED, with any extended code.
+fn is_busy(e: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = e else {
+        return false;
+    };
+    db.code()
+        .and_then(|c| c.parse::<i32>().ok())
+        .is_some_and(|n| matches!(n & 0xff, 5 | 6))
 }
 
 /// Runs the migrations. Two processes opening a new file at once may race on
@@ -354,5 +396,28 @@ mod tests {
         assert_eq!(chunk_len(100_000, MAX_PARAMS / RECEIPT_COLUMNS), 2048);
         assert_eq!(chunk_len(1, 2048), 1);
         assert_eq!(chunk_len(3, 2048), 2);
+    }
+
+    /// Processes that open one new file at the same moment (a sink and
+    /// `chit gateway`, two sink replicas) all get it, in WAL mode. With
+    /// sqlx's `journal_mode` option every opener raced to switch the file
+    /// and some failed with "database is locked" (seen in CI).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn processes_opening_a_new_file_together_all_get_it_in_wal_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        for round in 0..30 {
+            let file = dir.path().join(format!("r{round}.db"));
+            let url = format!("sqlite://{}", file.display());
+            let (a, b, c) = tokio::join!(open(&url), open(&url), open(&url));
+            for opened in [a, b, c] {
+                let pool = opened.unwrap_or_else(|e| panic!("round {round}: {e}"));
+                let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+                assert_eq!(mode, "wal", "round {round}");
+                pool.close().await;
+            }
+        }
     }
 }
