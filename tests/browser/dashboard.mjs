@@ -117,7 +117,19 @@ async function main() {
     page = await context.newPage();
     page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
     page.on("console", (m) => {
-      if (m.type() === "error" && !/status of 401/.test(m.text())) problems.push(`console error: ${m.text()}`);
+      // A failed request is judged by the response listener below, which
+      // knows its URL; the console only says "status of 404".
+      if (m.type() === "error" && !/status of (401|404)/.test(m.text())) problems.push(`console error: ${m.text()}`);
+    });
+    // Every failed request is a problem, but two: 401 (the key prompt), and
+    // 404 for a task opened right after its publish, before the sink stored
+    // its first receipt; the page shows "Waiting for them" and polls on.
+    const taskGet = (url) => url.startsWith(`${base}/v1/tasks/`) && /^[^/?]+$/.test(url.slice(base.length + 10));
+    page.on("response", (r) => {
+      const s = r.status();
+      if (s < 400 || s === 401) return;
+      if (s === 404 && r.request().method() === "GET" && taskGet(r.url())) return;
+      problems.push(`HTTP ${s} for ${r.request().method()} ${r.url()}`);
     });
     page.setDefaultTimeout(STEP);
 
