@@ -459,21 +459,16 @@ async fn replay(
                     "task_ids must name 1 to {MAX_REPLAY_IDS} tasks (or be left out to replay all)"
                 )));
             }
-            // The producer replays one id per pass over the queue.
-            for id in ids {
-                let replayed = state
-                    .producer
-                    .replay_dead_letters(&task_type, Some(&id))
-                    .await
-                    .map_err(dlq_error)?;
-                if replayed.is_empty() {
-                    answer.not_found.push(id);
-                } else {
-                    answer
-                        .task_ids
-                        .extend(replayed.into_iter().map(|p| p.task_id));
-                }
-            }
+            let replayed = state
+                .producer
+                .replay_dead_letters(&task_type, Some(&ids))
+                .await
+                .map_err(dlq_error)?;
+            answer.task_ids = replayed.into_iter().map(|p| p.task_id).collect();
+            answer.not_found = ids
+                .into_iter()
+                .filter(|id| !answer.task_ids.contains(id))
+                .collect();
         }
     }
     answer.replayed = answer.task_ids.len();

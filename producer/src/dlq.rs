@@ -145,13 +145,16 @@ impl Producer {
         Ok((total, out))
     }
 
-    /// Replays dead letters of `task_type` (all, or only `task_id`). Returns the
-    /// replayed tasks.
+    /// Replays dead letters of `task_type`: all, or only those of
+    /// `task_ids` (the first dead letter of each), in one pass over the
+    /// queue. Returns the replayed tasks.
     pub async fn replay_dead_letters(
         &self,
         task_type: &str,
-        task_id: Option<&str>,
+        task_ids: Option<&[String]>,
     ) -> Result<Vec<Published>, PublishError> {
+        let mut wanted: Option<std::collections::HashSet<&str>> =
+            task_ids.map(|ids| ids.iter().map(String::as_str).collect());
         let queue = names::dead_letter_queue(task_type);
         let ch = self.management_channel().await?;
         // Only the dead letters there now: a replay that fails at once is
@@ -168,7 +171,9 @@ impl Producer {
             seen += 1;
             let dead =
                 TaskEnvelope::from_delivery(&d.properties, d.routing_key.as_str(), false).envelope;
-            if task_id.is_some_and(|id| id != dead.task_id) {
+            if let Some(wanted) = &mut wanted
+                && !wanted.remove(dead.task_id.as_str())
+            {
                 continue; // left unacked: it goes back when the channel closes
             }
             let mut env = dead.clone();
@@ -193,7 +198,7 @@ impl Producer {
                 .await
                 .map_err(broker_err)?;
             replayed.push(published);
-            if task_id.is_some() {
+            if wanted.as_ref().is_some_and(|w| w.is_empty()) {
                 break;
             }
         }

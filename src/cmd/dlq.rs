@@ -67,7 +67,7 @@ pub async fn run(settings: &Settings, action: DlqAction) -> Result<ExitCode> {
         }
         DlqAction::Replay { task_type, task_id } => {
             let replayed = producer
-                .replay_dead_letters(&task_type, task_id.as_deref())
+                .replay_dead_letters(&task_type, task_id.as_ref().map(std::slice::from_ref))
                 .await?;
             for p in &replayed {
                 println!("{}", p.task_id);
