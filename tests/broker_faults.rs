@@ -5,9 +5,8 @@
 mod broker_node;
 mod support;
 
-use broker_link::Declare;
 use broker_node::{BrokerNode, BrokerOpts};
-use broker_topology::{Capability, ReceiptType, Topology, names};
+use broker_topology::{ReceiptType, names};
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use producer::{Producer, ProducerConfig, TaskSpec};
@@ -15,7 +14,7 @@ use receipts_sink::{Store, TaskState};
 use serde_json::json;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
-use support::{ChildGuard, chit, wait_for};
+use support::{ChildGuard, apply_capabilities, chit, wait_for};
 
 fn sink(url: &str, store: &str) -> ChildGuard {
     let mut cmd = chit();
@@ -59,10 +58,7 @@ async fn two_broker_restarts_during_2000_tasks_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store_url = format!("sqlite://{}", dir.path().join("receipts.db").display());
     let conn = broker_link::connect(&url, "test").await.unwrap();
-    Topology::for_capabilities(&[Capability::new("command.execute").unwrap()])
-        .apply(&conn)
-        .await
-        .unwrap();
+    apply_capabilities(&conn, &["command.execute"]).await;
     drop(conn);
     let mut sink = sink(&url, &store_url);
     let health_port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -217,10 +213,7 @@ async fn a_blocked_broker_stops_the_worker_taking_work_and_memory_stays_bounded(
     let node = BrokerNode::start(BrokerOpts::default());
     let url = node.amqp_url();
     let conn = broker_link::connect(&url, "test").await.unwrap();
-    Topology::for_capabilities(&[Capability::new("noop").unwrap()])
-        .apply(&conn)
-        .await
-        .unwrap();
+    apply_capabilities(&conn, &["noop"]).await;
     let producer = Producer::new(ProducerConfig::new(&url));
     let tasks: Vec<_> = (0..TASKS)
         .map(|_| TaskSpec::json("noop", &json!({"pad": "x".repeat(200)})).unwrap())

@@ -6,14 +6,15 @@
 
 mod support;
 
-use broker_link::Declare;
-use broker_topology::{Capability, ReceiptType, Topology, names, schedule};
+use broker_topology::{ReceiptType, names, schedule};
 use chrono::{DateTime, Utc};
 use producer::{Producer, ProducerConfig, PublishErrorKind, TaskSpec};
 use serde_json::{Value, json};
 use std::process::Output;
 use std::time::Duration;
-use support::{ChildGuard, ReceiptTap, Vhost, chit, free_port, queue_depth, wait_for};
+use support::{
+    ChildGuard, ReceiptTap, Vhost, apply_capabilities, chit, free_port, queue_depth, wait_for,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -21,10 +22,7 @@ async fn setup() -> (Vhost, ReceiptTap) {
     let vhost = Vhost::create();
     let tap = ReceiptTap::start(&vhost).await;
     let conn = vhost.connect().await;
-    Topology::for_capabilities(&[Capability::new("command.execute").unwrap()])
-        .apply(&conn)
-        .await
-        .unwrap();
+    apply_capabilities(&conn, &["command.execute"]).await;
     (vhost, tap)
 }
 

@@ -18,7 +18,9 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{ChildGuard, ReceiptTap, Vhost, chit, free_port, queue_depth, wait_for};
+use support::{
+    ChildGuard, ReceiptTap, Vhost, apply_capabilities, chit, free_port, queue_depth, wait_for,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -527,10 +529,7 @@ async fn a_blocked_broker_is_429_and_a_stopped_one_503() {
     let mut node = BrokerNode::start(BrokerOpts::default());
     let url = node.amqp_url();
     let conn = broker_link::connect(&url, "test").await.unwrap();
-    Topology::for_capabilities(&[Capability::new("noop").unwrap()])
-        .apply(&conn)
-        .await
-        .unwrap();
+    apply_capabilities(&conn, &["noop"]).await;
     drop(conn);
     let dir = tempfile::tempdir().unwrap();
     let store = format!("sqlite://{}", dir.path().join("r.db").display());
@@ -601,10 +600,7 @@ async fn twenty_racing_requests_with_one_idempotency_key_publish_once_and_a_rest
     let vhost = Vhost::create();
     let tap = ReceiptTap::start(&vhost).await;
     let conn = vhost.connect().await;
-    Topology::for_capabilities(&[Capability::new("noop").unwrap()])
-        .apply(&conn)
-        .await
-        .unwrap();
+    apply_capabilities(&conn, &["noop"]).await;
     let dir = tempfile::tempdir().unwrap();
     let store = format!("sqlite://{}", dir.path().join("r.db").display());
     let (_, key) = add_key(&store, "t", &["noop"]);
@@ -700,10 +696,7 @@ async fn twenty_racing_requests_with_one_idempotency_key_publish_once_and_a_rest
 async fn a_reservation_left_by_a_crashed_gateway_is_published_with_its_task_id() {
     let vhost = Vhost::create();
     let conn = vhost.connect().await;
-    Topology::for_capabilities(&[Capability::new("noop").unwrap()])
-        .apply(&conn)
-        .await
-        .unwrap();
+    apply_capabilities(&conn, &["noop"]).await;
     let dir = tempfile::tempdir().unwrap();
     let store_url = format!("sqlite://{}", dir.path().join("r.db").display());
     let (key_id, key) = add_key(&store_url, "t", &["noop"]);

@@ -14,12 +14,10 @@
 
 mod support;
 
-use broker_link::Declare;
-use broker_topology::{Capability, Topology};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{ChildGuard, Vhost, chit, free_port, wait_for};
+use support::{ChildGuard, Vhost, apply_capabilities, chit, free_port, wait_for};
 
 /// How long the whole schemathesis run may take.
 const RUN_TIMEOUT: Duration = Duration::from_secs(240);
@@ -52,10 +50,7 @@ async fn schemathesis_finds_no_server_error() {
     let st = schemathesis();
     let vhost = Vhost::create();
     let conn = vhost.connect().await;
-    Topology::for_capabilities(&[Capability::new("noop").unwrap()])
-        .apply(&conn)
-        .await
-        .unwrap();
+    apply_capabilities(&conn, &["noop"]).await;
     let dir = tempfile::tempdir().unwrap();
     let store = format!("sqlite://{}", dir.path().join("receipts.db").display());
 

@@ -9,14 +9,13 @@
 
 mod support;
 
-use broker_link::Declare;
-use broker_topology::{Capability, Topology, names};
+use broker_topology::names;
 use lapin::options::{QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use serde_json::Value;
 use std::io::Write;
 use std::process::{Output, Stdio};
-use support::{Vhost, chit, queue_depth};
+use support::{Vhost, apply_capabilities, chit, queue_depth};
 
 /// The receipts queue of these tests.
 const RECEIPTS: &str = "test.all-receipts";
@@ -26,13 +25,7 @@ const RECEIPTS: &str = "test.all-receipts";
 async fn setup() -> (Vhost, lapin::Connection) {
     let vhost = Vhost::create();
     let conn = vhost.connect().await;
-    Topology::for_capabilities(&[
-        Capability::new("command.execute").unwrap(),
-        Capability::new("my.own").unwrap(),
-    ])
-    .apply(&conn)
-    .await
-    .unwrap();
+    apply_capabilities(&conn, &["command.execute", "my.own"]).await;
     let ch = conn.create_channel().await.unwrap();
     ch.queue_declare(
         RECEIPTS.into(),

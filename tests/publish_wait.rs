@@ -6,8 +6,7 @@
 
 mod support;
 
-use broker_link::Declare;
-use broker_topology::{Capability, ContentType, Receipt, ReceiptType, Topology, codec, names};
+use broker_topology::{ContentType, Receipt, ReceiptType, codec, names};
 use futures_util::StreamExt;
 use lapin::BasicProperties;
 use lapin::options::{
@@ -19,7 +18,7 @@ use producer::{Producer, ProducerConfig, TaskSpec, WaitOutcome};
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::{ChildGuard, ReceiptTap, Vhost, chit, wait_for};
+use support::{ChildGuard, ReceiptTap, Vhost, apply_capabilities, chit, wait_for};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -29,13 +28,7 @@ async fn setup() -> (Vhost, ReceiptTap) {
     let vhost = Vhost::create();
     let tap = ReceiptTap::start(&vhost).await;
     let conn = vhost.connect().await;
-    Topology::for_capabilities(&[
-        Capability::new("command.execute").unwrap(),
-        Capability::new("noop").unwrap(),
-    ])
-    .apply(&conn)
-    .await
-    .unwrap();
+    apply_capabilities(&conn, &["command.execute", "noop"]).await;
     (vhost, tap)
 }
 

@@ -10,8 +10,7 @@ mod support;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::routing::post;
-use broker_link::Declare;
-use broker_topology::{Capability, Receipt, ReceiptType, Topology, TraceContext, names};
+use broker_topology::{Receipt, ReceiptType, TraceContext, names};
 use lapin::BasicProperties;
 use lapin::options::BasicPublishOptions;
 use opentelemetry_proto::tonic::collector::trace::v1::{
@@ -25,7 +24,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::{ChildGuard, ReceiptTap, Vhost, chit, free_port, wait_for};
+use support::{ChildGuard, ReceiptTap, Vhost, apply_capabilities, chit, free_port, wait_for};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -162,10 +161,7 @@ fn ended(rs: &[Receipt]) -> bool {
 /// the worker is up waits for it.
 async fn declare(vhost: &Vhost) -> lapin::Connection {
     let conn = vhost.connect().await;
-    Topology::for_capabilities(&[Capability::new("command.execute").unwrap()])
-        .apply(&conn)
-        .await
-        .unwrap();
+    apply_capabilities(&conn, &["command.execute"]).await;
     conn
 }
 

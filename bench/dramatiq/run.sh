@@ -39,12 +39,7 @@ ctl() {
 "$here/../../deploy/local/ensure-services.sh" --with-python --skip-rust >&2
 
 venv=$here/.venv
-if ! cmp -s "$here/requirements.txt" "$venv/requirements.installed" 2>/dev/null; then
-    log "installing Dramatiq into $venv"
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check -r "$here/requirements.txt" >&2
-    cp "$here/requirements.txt" "$venv/requirements.installed"
-fi
+"$here/../../deploy/local/python-venv.sh" "$here" Dramatiq
 
 tmp=$(mktemp -d)
 vhost="chit-bench-dramatiq-$(basename "$tmp")"

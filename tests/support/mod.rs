@@ -248,3 +248,16 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Declares the core topology and the queues of `capabilities` on `conn`'s
+/// vhost, as `chit topology apply --capability ...` would.
+pub async fn apply_capabilities(conn: &lapin::Connection, capabilities: &[&str]) {
+    let caps: Vec<broker_topology::Capability> = capabilities
+        .iter()
+        .map(|c| broker_topology::Capability::new(*c).expect("a capability name"))
+        .collect();
+    broker_topology::Topology::for_capabilities(&caps)
+        .apply(conn)
+        .await
+        .expect("apply the topology");
+}
