@@ -98,6 +98,14 @@ async fn kill_9_of_a_worker_kills_its_command_and_the_commands_children() {
         async move { (n == 2).then(std::time::Instant::now) }
     })
     .await;
+    // A first delivery's `accepted` is not awaited before the run starts
+    // (docs/protocol.md, "Emit accepted"); on a loaded machine it can still
+    // be in the worker's batch now. Kill once it is out, so the chain must
+    // show both runs.
+    tap.wait_task(&p.task_id, WAIT, |rs| {
+        by(rs, ReceiptType::Accepted, "worker-a") == 1
+    })
+    .await;
     a.signal(Signal::SIGKILL);
     a.wait_timeout(WAIT).expect("worker-a died");
 
