@@ -17,11 +17,11 @@
 //!   a delay queue and dead-lettered, heartbeats reach the sink, and no
 //!   component logs a refusal.
 //!
-//! One gap is not closed, and cannot be by permissions alone: RabbitMQ
-//! authorises a publish by its exchange, and only topic exchanges by routing
-//! key. Workers publish retries and hand-backs to `chit.tasks` (direct) and
-//! into delay queues through the default exchange, so a worker's user can
-//! route a task of another type. See deploy/rabbitmq/README.md.
+//! A worker's user cannot route a task of another type either: RabbitMQ
+//! authorises a publish by its exchange alone, so workers send retries and
+//! hand-backs through their capability's own retry exchange and replies
+//! through `chit.replies`, and have no write on `chit.tasks` or the default
+//! exchange.
 
 mod support;
 
@@ -230,6 +230,20 @@ async fn publish(conn: &Connection, exchange: &str, routing_key: &str) -> Result
     Ok(())
 }
 
+async fn bind(conn: &Connection, queue: &str, exchange: &str) -> Result<(), lapin::Error> {
+    let ch = conn.create_channel().await?;
+    ch.queue_bind(
+        queue.into(),
+        exchange.into(),
+        "http.request".into(),
+        lapin::options::QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
+    let _ = ch.close(200, "".into()).await;
+    Ok(())
+}
+
 async fn declare(conn: &Connection, queue: &str) -> Result<(), lapin::Error> {
     let ch = conn.create_channel().await?;
     ch.queue_declare(
@@ -286,6 +300,38 @@ async fn each_component_user_is_refused_what_is_not_its_job() {
         "command worker declaring http.request's task queue",
         declare(&worker, &http).await,
     );
+    // Nor can it route a task to another capability: not through the task
+    // exchange, the default exchange or the other's retry exchange, and it
+    // cannot bind the other's queue to its own retry exchange.
+    assert_refused(
+        "command worker publishing an http.request task to chit.tasks",
+        publish(&worker, names::TASK_EXCHANGE, "http.request").await,
+    );
+    assert_refused(
+        "command worker publishing into chit.task.http.request through the default exchange",
+        publish(&worker, "", &http).await,
+    );
+    assert_refused(
+        "command worker publishing to http.request's retry exchange",
+        publish(
+            &worker,
+            &names::retry_exchange("http.request"),
+            "http.request",
+        )
+        .await,
+    );
+    assert_refused(
+        "command worker binding chit.task.http.request to its own retry exchange",
+        bind(&worker, &http, &names::retry_exchange("command.execute")).await,
+    );
+    // What it does instead: its own tasks back through its retry exchange.
+    publish(
+        &worker,
+        &names::retry_exchange("command.execute"),
+        "command.execute",
+    )
+    .await
+    .expect("a command worker hands a task back through chit.retry.command.execute");
     // The same for the http group, the other way round.
     let http_worker = users.connect("chit-worker-http").await;
     consume(&http_worker, &http)
@@ -476,8 +522,8 @@ async fn worker_sink_and_producer_run_end_to_end_under_their_own_users() {
     .await;
 
     // A failing task: the worker declares a delay queue and retries through
-    // the default exchange, then dead-letters it; the dead-letter watch
-    // consumes the copy.
+    // its capability's retry exchange, then dead-letters it; the dead-letter
+    // watch consumes the copy.
     let failing = publish_task(
         &users.url("chit-producer"),
         &[
@@ -496,7 +542,7 @@ async fn worker_sink_and_producer_run_end_to_end_under_their_own_users() {
     )
     .await;
 
-    // The gateway's user publishes as a producer does.
+    // The gateway's user publishes as a producer does, and delays tasks.
     let via_gateway = publish_task(
         &users.url("chit-gateway"),
         &["command.execute", "--payload", r#"{"command": "true"}"#],
@@ -506,6 +552,38 @@ async fn worker_sink_and_producer_run_end_to_end_under_their_own_users() {
         "succeeded",
     )
     .await;
+    let delayed = publish_task(
+        &users.url("chit-gateway"),
+        &[
+            "command.execute",
+            "--payload",
+            r#"{"command": "true"}"#,
+            "--delay",
+            "300ms",
+        ],
+    );
+    task_state(
+        &format!("http://127.0.0.1:{api}/v1/tasks/{delayed}"),
+        "succeeded",
+    )
+    .await;
+
+    // Publish-and-wait: the worker replies through chit.replies, to the
+    // producer's queue bound there.
+    let waited = chit()
+        .env("CHIT_AMQP_URL", users.url("chit-producer"))
+        .args(["publish", "command.execute", "--payload"])
+        .arg(r#"{"command": "echo waited"}"#)
+        .args(["--wait", "--timeout", "60s"])
+        .output()
+        .unwrap();
+    assert!(
+        waited.status.success(),
+        "chit publish --wait under chit-producer: {}",
+        String::from_utf8_lossy(&waited.stderr)
+    );
+    let reply: Value = serde_json::from_slice(&waited.stdout).expect("the reply as JSON");
+    assert_eq!(reply["receipt_type"], "success", "{reply}");
 
     // Heartbeats: the worker publishes on chit.events, the sink hears them.
     let workers_url = format!("http://127.0.0.1:{api}/v1/workers");

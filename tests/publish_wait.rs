@@ -77,6 +77,17 @@ async fn reply_queue(
         )
         .await
         .unwrap();
+    // What the protocol asks of any client that wants replies: bind the
+    // queue to the reply exchange under its own name.
+    ch.queue_bind(
+        q.name().clone(),
+        names::REPLY_EXCHANGE.into(),
+        q.name().clone(),
+        lapin::options::QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
     let mut consumer = ch
         .basic_consume(
             q.name().clone(),

@@ -247,14 +247,26 @@ impl Declare for Topology {
         inspect(conn, self)
     }
 }
+/// How [`own_queue`] binds its queue.
+#[derive(Debug, Clone, Copy)]
+pub enum OwnBinding<'a> {
+    /// Not at all.
+    None,
+    /// To an exchange under a routing key.
+    Key(&'a str, &'a str),
+    /// To an exchange under the queue's own (server-given) name, as a reply
+    /// queue is bound to [`broker_topology::names::REPLY_EXCHANGE`].
+    QueueName(&'a str),
+}
+
 /// A server-named queue of `channel`'s connection alone (exclusive, gone
-/// with it), bound to `exchange` with `routing_key` when given, and its
-/// consumer without acks: for messages worth nothing once this connection
-/// is gone, such as publish-and-wait replies, heartbeats and the sink
-/// roster. Returns the queue's name and the consumer.
+/// with it), bound as `binding` says, and its consumer without acks: for
+/// messages worth nothing once this connection is gone, such as
+/// publish-and-wait replies, heartbeats and the sink roster. Returns the
+/// queue's name and the consumer.
 pub async fn own_queue(
     channel: &Channel,
-    binding: Option<(&str, &str)>,
+    binding: OwnBinding<'_>,
     consumer_tag: &str,
 ) -> Result<(String, lapin::Consumer), lapin::Error> {
     let queue = channel
@@ -268,6 +280,11 @@ pub async fn own_queue(
             FieldTable::default(),
         )
         .await?;
+    let binding = match binding {
+        OwnBinding::None => None,
+        OwnBinding::Key(exchange, key) => Some((exchange, key)),
+        OwnBinding::QueueName(exchange) => Some((exchange, queue.name().as_str())),
+    };
     if let Some((exchange, routing_key)) = binding {
         channel
             .queue_bind(

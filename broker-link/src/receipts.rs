@@ -359,7 +359,8 @@ fn seal(
 }
 
 /// Sends `receipt`, the receipt that ended a task, to the queue the task
-/// named in `reply_to`, through the default exchange: JSON, AMQP `type`
+/// named in `reply_to`, through [`names::REPLY_EXCHANGE`] with that name as
+/// routing key (the queue binds itself there): JSON, AMQP `type`
 /// [`names::REPLY_MESSAGE_TYPE`], `message_id` the receipt's id and
 /// `correlation_id` the task's own (as an RPC client that set one expects),
 /// else the task id. Waits for the confirm until `deadline`.
@@ -388,7 +389,7 @@ pub async fn send_reply(
         .with_correlation_id(correlation_id.unwrap_or(&receipt.task_id).into())
         .with_delivery_mode(1);
     let message = Outgoing {
-        exchange: "",
+        exchange: names::REPLY_EXCHANGE,
         routing_key: reply_to,
         body: &body,
         properties,

@@ -191,13 +191,13 @@ mod tests {
     fn only_the_latest_death_in_the_task_queue_counts() {
         let h = headers(vec![
             death("chit.task.x", "delivery_limit"),
-            death("chit.delay.x.1000", "expired"),
+            death("chit.wait.1000.x", "expired"),
         ]);
         let d = BrokerDeath::of_task(&h, "x").unwrap();
         assert_eq!(d.reason, "delivery_limit");
         assert_eq!(d.time, Some(1_767_225_600));
         // A retry that expired out of a delay queue is not a dead letter.
-        let h = headers(vec![death("chit.delay.x.1000", "expired")]);
+        let h = headers(vec![death("chit.wait.1000.x", "expired")]);
         assert_eq!(BrokerDeath::of_task(&h, "x"), None);
         // Nor is a worker's copy, which has no x-death.
         assert_eq!(BrokerDeath::of_task(&FieldTable::default(), "x"), None);

@@ -114,6 +114,25 @@ fn quorum_dead_lettering(dlx: &str, routing_key: Option<&str>) -> Vec<(&'static 
 }
 
 impl Topology {
+    /// Adds what `other` declares and `self` does not yet.
+    pub fn merge(&mut self, other: Topology) {
+        for e in other.exchanges {
+            if !self.exchanges.contains(&e) {
+                self.exchanges.push(e);
+            }
+        }
+        for q in other.queues {
+            if !self.queues.contains(&q) {
+                self.queues.push(q);
+            }
+        }
+        for b in other.bindings {
+            if !self.bindings.contains(&b) {
+                self.bindings.push(b);
+            }
+        }
+    }
+
     /// The shared part: task, receipt, control and events exchanges, the
     /// default sink group's queue and the quarantine behind it, and the
     /// cancellation stream.
@@ -142,6 +161,10 @@ impl Topology {
         t.exchanges.push(ExchangeDecl {
             name: names::EVENTS_EXCHANGE.into(),
             kind: ExchangeKind::Topic,
+        });
+        t.exchanges.push(ExchangeDecl {
+            name: names::REPLY_EXCHANGE.into(),
+            kind: ExchangeKind::Direct,
         });
         t.queues
             .push(Topology::sink_queue(names::DEFAULT_SINK_GROUP));
@@ -179,7 +202,7 @@ impl Topology {
     }
 
     /// The core plus each capability's task queue, dead-letter exchange and
-    /// queue, and dead-letter watch queue.
+    /// queue, dead-letter watch queue, and retry exchange.
     pub fn for_capabilities(capabilities: &[Capability]) -> Self {
         let mut t = Topology::core();
         for cap in capabilities {
@@ -243,6 +266,9 @@ impl Topology {
             exchange: names::TASK_EXCHANGE.into(),
             routing_key: cap.name.clone(),
         });
+        let (retry, back) = Topology::retry_exchange(&cap.name);
+        self.exchanges.push(retry);
+        self.bindings.push(back);
         self.bindings.push(BindingDecl {
             queue: names::dead_letter_queue(&cap.name),
             exchange: dlx.clone(),
@@ -260,11 +286,52 @@ impl Topology {
         });
     }
 
-    /// The delay queue for one capability and delay: messages wait `delay_ms`,
-    /// then dead-letter back to the task exchange under the capability's routing
-    /// key. Unused delay queues expire a minute after their delay.
+    /// A capability's retry exchange, and the binding of its task queue to
+    /// it under the capability's name.
+    fn retry_exchange(capability: &str) -> (ExchangeDecl, BindingDecl) {
+        let exchange = names::retry_exchange(capability);
+        let binding = BindingDecl {
+            queue: names::task_queue(capability),
+            exchange: exchange.clone(),
+            routing_key: capability.to_owned(),
+        };
+        let decl = ExchangeDecl {
+            name: exchange,
+            kind: ExchangeKind::Direct,
+        };
+        (decl, binding)
+    }
+
+    /// What a task needs to wait `delay_ms` and then reach its capability's
+    /// queue (whose existence it assumes): the capability's retry exchange,
+    /// the task queue's binding to it, the delay queue, and the delay
+    /// queue's binding to the exchange under its own name. A copy is
+    /// published to [`names::retry_exchange`] with the delay queue's name as
+    /// routing key. All of it is declared again before each such publish:
+    /// a redeclare restarts the delay queue's `x-expires` clock, and a task
+    /// whose dead letter found the task queue unbound would be dropped.
+    pub fn delay_route(capability: &str, delay_ms: u64) -> Topology {
+        let (retry, back) = Topology::retry_exchange(capability);
+        let queue = Topology::delay_queue(capability, delay_ms);
+        let into_queue = BindingDecl {
+            queue: queue.name.clone(),
+            exchange: retry.name.clone(),
+            routing_key: queue.name.clone(),
+        };
+        Topology {
+            exchanges: vec![retry],
+            queues: vec![queue],
+            bindings: vec![back, into_queue],
+        }
+    }
+
+    /// The delay queue for one capability and delay: messages wait
+    /// `delay_ms`, then dead-letter into the capability's retry exchange
+    /// under its name, which routes them to its task queue. Unused delay
+    /// queues expire a minute after their delay.
     pub fn delay_queue(capability: &str, delay_ms: u64) -> QueueDecl {
-        let mut a = quorum_dead_lettering(names::TASK_EXCHANGE, Some(capability));
+        let retry = names::retry_exchange(capability);
+        let mut a = quorum_dead_lettering(&retry, Some(capability));
         a.push(("x-message-ttl", AMQPValue::LongLongInt(delay_ms as i64)));
         a.push((
             "x-expires",
@@ -384,14 +451,27 @@ mod tests {
     }
 
     #[test]
-    fn delay_queues_return_to_the_task_exchange() {
-        let q = Topology::delay_queue("x", 2000);
+    fn delay_queues_return_through_their_capabilitys_retry_exchange() {
+        let route = Topology::delay_route("x", 2000);
+        let q = &route.queues[0];
+        assert_eq!(q.name, "chit.wait.2000.x");
         let a = q.arguments.inner();
         assert_eq!(a.get("x-message-ttl"), Some(&AMQPValue::LongLongInt(2000)));
-        assert_eq!(
-            a.get("x-dead-letter-exchange"),
-            Some(&text(names::TASK_EXCHANGE))
-        );
+        assert_eq!(a.get("x-dead-letter-exchange"), Some(&text("chit.retry.x")));
         assert_eq!(a.get("x-dead-letter-routing-key"), Some(&text("x")));
+        assert_eq!(route.exchanges[0].name, "chit.retry.x");
+        // In under the queue's name, out to the task queue under the capability's.
+        let bound = |queue: &str, key: &str| {
+            route
+                .bindings
+                .iter()
+                .any(|b| b.queue == queue && b.exchange == "chit.retry.x" && b.routing_key == key)
+        };
+        assert!(bound("chit.wait.2000.x", "chit.wait.2000.x"));
+        assert!(bound("chit.task.x", "x"));
+        // A worker's capability topology has the way back too.
+        let t = Topology::for_capabilities(&[Capability::new("x").unwrap()]);
+        assert!(t.exchanges.iter().any(|e| e.name == "chit.retry.x"));
+        assert!(t.bindings.contains(&route.bindings[0]));
     }
 }

@@ -89,7 +89,7 @@ pub struct TaskEnvelope {
     /// First publish time in milliseconds since the epoch ([`H_PUBLISHED_MS`]).
     pub published_ms: Option<u64>,
     /// The AMQP `reply_to` property: a queue that wants the receipt that
-    /// ends the task, sent through the default exchange once that receipt
+    /// ends the task, sent through `chit.replies` once that receipt
     /// is confirmed. Kept on every copy, so the last attempt replies.
     pub reply_to: Option<String>,
 }

@@ -42,8 +42,15 @@ pub const HEARTBEAT_ROUTING_KEY: &str = "worker.heartbeat";
 /// past, so a worker that starts late still learns of recent cancellations.
 pub const CANCEL_STREAM: &str = "chit.cancellations";
 
+/// Direct exchange through which a worker sends a task's `reply_to` its
+/// final receipt, with the `reply_to` queue's name as routing key. A queue
+/// that wants replies binds itself here under its own name. Not the default
+/// exchange: publishing there reaches every queue by name, so a worker that
+/// may reply through it may also put a task into any capability's queue.
+pub const REPLY_EXCHANGE: &str = "chit.replies";
+
 /// AMQP `type` of a reply: the receipt that ended a task, which a worker
-/// sends to the task's `reply_to` queue through the default exchange.
+/// sends to the task's `reply_to` queue through [`REPLY_EXCHANGE`].
 pub const REPLY_MESSAGE_TYPE: &str = "chit.receipt";
 
 /// Routing key prefix of receipt batches; the source (`producer`, `worker`, ...) follows.
@@ -91,21 +98,47 @@ pub fn dead_letter_watch_queue(capability: &str) -> String {
     format!("chit.dead-watch.{capability}")
 }
 
-/// The delay queue holding a capability's retries, and delayed tasks, for
-/// `delay_ms` before they dead-letter back into [`TASK_EXCHANGE`].
-pub fn delay_queue(capability: &str, delay_ms: u64) -> String {
-    format!("chit.delay.{capability}.{delay_ms}")
+/// The direct exchange of one capability through which its tasks come back
+/// to it: retries and delayed tasks (through [`delay_queue`]s bound to it
+/// under their own names, which dead-letter into it under the capability's
+/// name) and tasks handed back by a stopping worker (straight to the task
+/// queue, bound under the capability's name). A worker writes to this
+/// exchange and not to [`TASK_EXCHANGE`], so its broker user can be allowed
+/// its own capabilities' tasks and no others.
+pub fn retry_exchange(capability: &str) -> String {
+    format!("chit.retry.{capability}")
 }
 
+/// The delay queue holding a capability's retries, and delayed tasks, for
+/// `delay_ms` before they dead-letter into its [`retry_exchange`]:
+/// `chit.wait.<ms>.<capability>`. The delay comes first so that one
+/// capability's delay queues can never be named like another's (a
+/// capability may end in digits).
+pub fn delay_queue(capability: &str, delay_ms: u64) -> String {
+    format!("{DELAY_QUEUE_PREFIX}{delay_ms}.{capability}")
+}
+
+const DELAY_QUEUE_PREFIX: &str = "chit.wait.";
+/// Delay queues of chit before [`retry_exchange`]: `chit.delay.<cap>.<ms>`,
+/// dead-lettering into [`TASK_EXCHANGE`]. None are declared any more; those
+/// a broker still has empty themselves when their delays are up, and expire.
+const LEGACY_DELAY_QUEUE_PREFIX: &str = "chit.delay.";
+
 /// True when `queue` is one of `capability`'s delay queues (and not one of
-/// a capability whose name merely starts the same, `command` vs
-/// `command.execute`).
+/// a capability whose name merely starts or ends the same, `command` vs
+/// `command.execute`), in the current form or chit's earlier one.
 pub fn is_delay_queue_of(queue: &str, capability: &str) -> bool {
-    queue
-        .strip_prefix("chit.delay.")
+    let digits = |ms: &str| !ms.is_empty() && ms.bytes().all(|b| b.is_ascii_digit());
+    let current = queue
+        .strip_prefix(DELAY_QUEUE_PREFIX)
+        .and_then(|rest| rest.split_once('.'))
+        .is_some_and(|(ms, cap)| digits(ms) && cap == capability);
+    let legacy = queue
+        .strip_prefix(LEGACY_DELAY_QUEUE_PREFIX)
         .and_then(|rest| rest.strip_prefix(capability))
         .and_then(|rest| rest.strip_prefix('.'))
-        .is_some_and(|ms| !ms.is_empty() && ms.bytes().all(|b| b.is_ascii_digit()))
+        .is_some_and(digits);
+    current || legacy
 }
 
 /// The queue of a sink group, `chit.sink.<group>`: every group gets every
@@ -186,11 +219,55 @@ mod tests {
     #[test]
     fn delay_queues_are_told_apart_by_capability() {
         let q = delay_queue("command.execute", 1500);
+        assert_eq!(q, "chit.wait.1500.command.execute");
         assert!(is_delay_queue_of(&q, "command.execute"));
         assert!(!is_delay_queue_of(&q, "command"));
+        assert!(!is_delay_queue_of(&q, "execute"));
+        assert!(!is_delay_queue_of(&delay_queue("x.y", 5), "y"));
+        assert!(!is_delay_queue_of(
+            "chit.wait..command.execute",
+            "command.execute"
+        ));
+        // The earlier form, still found on upgraded brokers.
+        assert!(is_delay_queue_of(
+            "chit.delay.command.execute.1500",
+            "command.execute"
+        ));
+        assert!(!is_delay_queue_of(
+            "chit.delay.command.execute.1500",
+            "command"
+        ));
         assert!(!is_delay_queue_of(
             "chit.delay.command.execute.",
             "command.execute"
         ));
+    }
+
+    #[test]
+    fn no_name_of_one_capability_is_a_name_of_another() {
+        // A broker user's permissions are regular expressions over these
+        // names: a worker allowed `build` must match nothing of `build.2`.
+        let caps = ["build", "build.2", "2.build", "b", "build.2.3"];
+        let owned = |c: &str| {
+            [
+                task_queue(c),
+                dead_letter_exchange(c),
+                dead_letter_watch_queue(c),
+                retry_exchange(c),
+                delay_queue(c, 2),
+                delay_queue(c, 30),
+            ]
+        };
+        for a in caps {
+            for b in caps.iter().filter(|b| **b != a) {
+                for name in owned(a) {
+                    assert!(!owned(b).contains(&name), "{name} belongs to {a} and {b}");
+                    assert!(
+                        !is_delay_queue_of(&name, b),
+                        "{name} of {a} taken for {b}'s"
+                    );
+                }
+            }
+        }
     }
 }

@@ -123,6 +123,6 @@ mod tests {
         let body = scheduled_body("noop", 30_000, sent);
         assert_eq!(body["delay_ms"], 30_000);
         assert_eq!(body["due_at"], "2026-01-02T03:04:35.250Z");
-        assert_eq!(body["queue"], "chit.delay.noop.30000");
+        assert_eq!(body["queue"], "chit.wait.30000.noop");
     }
 }

@@ -14,6 +14,7 @@ use broker_link::PublishOutcome;
 use broker_topology::receipt::new_receipt_id;
 use broker_topology::{Receipt, ReceiptType, TraceContext, names, schedule};
 use chrono::{DateTime, Utc};
+use std::borrow::Cow;
 use std::collections::HashSet;
 
 /// A task on its way, with the id its `queued` receipt will have. The id is
@@ -57,13 +58,16 @@ impl PendingTask {
     }
 
     /// Where the task is published: the task exchange under its
-    /// capability, or, for a delayed task, its delay queue through the
-    /// default exchange.
-    pub(crate) fn destination(&self) -> (&'static str, String) {
+    /// capability, or, for a delayed task, its capability's retry exchange
+    /// under the name of its delay queue.
+    pub(crate) fn destination(&self) -> (Cow<'static, str>, String) {
         let task_type = &self.spec.envelope.task_type;
         match self.delay_ms {
-            Some(ms) => ("", names::delay_queue(task_type, ms)),
-            None => (names::TASK_EXCHANGE, task_type.clone()),
+            Some(ms) => (
+                names::retry_exchange(task_type).into(),
+                names::delay_queue(task_type, ms),
+            ),
+            None => (names::TASK_EXCHANGE.into(), task_type.clone()),
         }
     }
 
@@ -359,10 +363,13 @@ mod tests {
             .unwrap()
             .with_delay(std::time::Duration::from_millis(1_500));
         let mut p = PublishPass::new(vec![spec, TaskSpec::json("noop", &json!({})).unwrap()]);
-        assert_eq!(p.task(0).destination(), ("", "chit.delay.noop.1500".into()));
+        assert_eq!(
+            p.task(0).destination(),
+            ("chit.retry.noop".into(), "chit.wait.1500.noop".into())
+        );
         assert_eq!(
             p.task(1).destination(),
-            (names::TASK_EXCHANGE, "noop".into())
+            (names::TASK_EXCHANGE.into(), "noop".into())
         );
         let sent = DateTime::from_timestamp_millis(1_767_288_883_000).unwrap();
         p.mark_sent(0, sent);

@@ -374,7 +374,7 @@ impl Producer {
                 missing.push(cap.to_owned());
             }
         }
-        let mut queues = Vec::new();
+        let mut routes = Topology::default();
         let mut kept = Vec::with_capacity(todo.len());
         for &i in todo.iter() {
             let task = pass.task(i);
@@ -385,9 +385,9 @@ impl Producer {
                     continue;
                 }
                 Some(ms) => {
-                    let queue = Topology::delay_queue(cap, ms);
-                    if !queues.contains(&queue) {
-                        queues.push(queue);
+                    let route = Topology::delay_route(cap, ms);
+                    if !routes.queues.contains(&route.queues[0]) {
+                        routes.merge(route);
                     }
                 }
                 None => {}
@@ -395,12 +395,8 @@ impl Producer {
             kept.push(i);
         }
         *todo = kept;
-        if !queues.is_empty() {
-            let topology = Topology {
-                queues,
-                ..Topology::default()
-            };
-            broker_link::declare::apply(&session.connection, &topology).await?;
+        if !routes.queues.is_empty() {
+            broker_link::declare::apply(&session.connection, &routes).await?;
         }
         Ok(())
     }
@@ -443,7 +439,7 @@ impl Producer {
                 let span = publish_span(&task.envelope);
                 let trace = trace_context::of(&span);
                 let message = Outgoing {
-                    exchange,
+                    exchange: &exchange,
                     routing_key: &routing_key,
                     body: &task.body,
                     properties,

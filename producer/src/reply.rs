@@ -16,8 +16,9 @@
 //! the connection drops is lost with the old queue, and its waiter times
 //! out; the task's receipts still say how it ended.
 
+use broker_link::declare::OwnBinding;
 use broker_link::{LinkError, Session};
-use broker_topology::{ContentType, Receipt, codec};
+use broker_topology::{ContentType, Receipt, codec, names};
 use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -111,8 +112,10 @@ impl Replies {
             .await
             .map_err(|e| LinkError::from_lapin("opening the reply channel", e))?;
         // A reply is worth nothing once its connection is gone: no acks, so
-        // no round trip per reply.
-        let (name, consumer) = broker_link::declare::own_queue(&channel, None, "chit-replies")
+        // no round trip per reply. Workers reply through the reply exchange
+        // under the queue's name.
+        let binding = OwnBinding::QueueName(names::REPLY_EXCHANGE);
+        let (name, consumer) = broker_link::declare::own_queue(&channel, binding, "chit-replies")
             .await
             .map_err(|e| LinkError::from_lapin("declaring the reply queue", e))?;
         tracing::debug!(queue = %name, generation = session.generation, "reply queue declared");

@@ -11,6 +11,7 @@
 //! shows when a third joins, and in each store as missing receipts.
 
 use crate::error::SinkError;
+use broker_link::declare::OwnBinding;
 use broker_link::{BrokerLink, Outgoing, PublishOutcome, Session, declare};
 use broker_topology::control::SinkAnnouncement;
 use broker_topology::{ContentType, names};
@@ -142,8 +143,12 @@ fn announcement(body: &[u8]) -> Outgoing<'_> {
 /// A queue of this connection's own on the roster exchange.
 async fn listen(session: &Session) -> Result<(Channel, Consumer), SinkError> {
     let channel = session.connection.create_channel().await?;
-    let (_, consumer) =
-        declare::own_queue(&channel, Some((names::SINK_ROSTER_EXCHANGE, "")), "").await?;
+    let (_, consumer) = declare::own_queue(
+        &channel,
+        OwnBinding::Key(names::SINK_ROSTER_EXCHANGE, ""),
+        "",
+    )
+    .await?;
     Ok((channel, consumer))
 }
 

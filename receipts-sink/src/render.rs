@@ -564,7 +564,7 @@ mod tests {
         scheduled.body = json!({
             "delay_ms": 30_000,
             "due_at": "2026-01-01T00:00:30.000Z",
-            "queue": "chit.delay.x.30000",
+            "queue": "chit.wait.30000.x",
         });
         let text = render_tree(&view(vec![
             scheduled,

@@ -15,6 +15,7 @@
 //! default interval of 5 s), or at once gone when it says it is stopping.
 
 use crate::metrics::SinkMetrics;
+use broker_link::declare::OwnBinding;
 use broker_link::{BrokerLink, Session, declare};
 use broker_topology::{Heartbeat, names};
 use chrono::{DateTime, Utc};
@@ -266,8 +267,8 @@ async fn listen_counting(
 /// A queue of this connection's own on the events exchange, for heartbeats.
 async fn subscribe(session: &Session) -> Result<Consumer, lapin::Error> {
     let channel = session.connection.create_channel().await?;
-    let binding = (names::EVENTS_EXCHANGE, names::HEARTBEAT_ROUTING_KEY);
-    let (_, consumer) = declare::own_queue(&channel, Some(binding), "").await?;
+    let binding = OwnBinding::Key(names::EVENTS_EXCHANGE, names::HEARTBEAT_ROUTING_KEY);
+    let (_, consumer) = declare::own_queue(&channel, binding, "").await?;
     Ok(consumer)
 }
 

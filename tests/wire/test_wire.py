@@ -470,7 +470,7 @@ class WireTest(unittest.TestCase):
         self.assertIs(failures[1]["body"]["will_retry"], False)
         self.assertEqual(dead["parent_receipt_ids"], [failures[1]["receipt_id"]])
         self.assertEqual(dead["body"]["attempts"], 2)
-        self.assertTrue(BROKER.queue_exists(f"chit.delay.{CAPABILITY}.{delay_ms}"))
+        self.assertTrue(BROKER.queue_exists(f"chit.wait.{delay_ms}.{CAPABILITY}"))
 
         props, dead_body = BROKER.wait_dead_letter(task_id)
         self.assertEqual(dead_body, body)

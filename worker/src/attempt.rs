@@ -278,7 +278,7 @@ pub(crate) async fn hand_back(
     let deadline = Some(Instant::now() + HAND_BACK_WAIT);
     let published = publish_copy(
         shared,
-        names::TASK_EXCHANGE,
+        &names::retry_exchange(capability),
         capability,
         &delivery.data,
         props,
@@ -336,8 +336,8 @@ async fn finish(
                 publish_dead_letter(shared, &env.task_type, &delivery.data, props).await
             }
             Destination::TaskQueue => {
-                let (exchange, key) = (names::TASK_EXCHANGE, env.task_type.as_str());
-                publish_copy(shared, exchange, key, &delivery.data, props, None).await
+                let (exchange, key) = (names::retry_exchange(&env.task_type), &env.task_type);
+                publish_copy(shared, &exchange, key, &delivery.data, props, None).await
             }
         };
         if let Err(e) = published {
@@ -472,17 +472,14 @@ async fn publish_delayed(
     props: BasicProperties,
 ) -> Result<(), CopyError> {
     let session = shared.link.session().await?;
-    let decl = Topology::delay_queue(capability, delay_ms);
     // Declared before every publish: a redeclare restarts the queue's
     // x-expires clock, and x-expires is longer than the delay, so the queue
     // cannot expire while this message waits in it. Retries are rare enough
-    // for the extra round trip.
-    let t = Topology {
-        queues: vec![decl.clone()],
-        ..Topology::default()
-    };
-    broker_link::declare::apply(&session.connection, &t).await?;
-    publish_copy(shared, "", &decl.name, body, props, None).await
+    // for the extra round trips.
+    let route = Topology::delay_route(capability, delay_ms);
+    broker_link::declare::apply(&session.connection, &route).await?;
+    let queue = &route.queues[0].name;
+    publish_copy(shared, &route.exchanges[0].name, queue, body, props, None).await
 }
 
 async fn publish_dead_letter(
