@@ -27,13 +27,15 @@ if ! cargo fmt --version >/dev/null 2>&1; then
 fi
 cargo fmt --all -- --check
 
-step "cargo build --workspace --all-targets"
-cargo build --workspace --all-targets
+# --locked: the dependency versions are Cargo.lock's, as in the Dockerfile's
+# release build; a stale lock file fails here instead of being rewritten.
+step "cargo build --locked --workspace --all-targets"
+cargo build --locked --workspace --all-targets
 
 step "wire-protocol tests: a Python client with pika only (tests/wire)"
 CHIT_BIN="$PWD/target/debug/chit" tests/wire/run.sh
 
 # --no-fail-fast: a failing test binary does not hide the results of the others;
 # the exit status is still non-zero.
-step "cargo test --workspace --all-targets --no-fail-fast $*"
-cargo test --workspace --all-targets --no-fail-fast "$@"
+step "cargo test --locked --workspace --all-targets --no-fail-fast $*"
+cargo test --locked --workspace --all-targets --no-fail-fast "$@"
