@@ -7,11 +7,9 @@
 #   docker build -t chit:0.1.0 .
 #
 # The build stage compiles the release binary of `cargo build --release
-# --locked --bin chit`. CI has no Docker engine and does not build this image:
-# it lints this file (hadolint, deploy/k8s/validate.sh), and builds and tests
-# the same workspace from the same Cargo.lock (--locked) in the debug
-# profile. An optimised build would add about ten minutes on CI's two cores;
-# bench/run.sh builds exactly this release binary.
+# --locked --bin chit`. CI has no Docker engine and does not build this
+# image: it lints this file (hadolint, deploy/k8s/validate.sh) and runs that
+# same command (deploy/local/test.sh, last step).
 # See docs/operations.md#container-image for the HEALTHCHECK and the ports.
 
 ARG RUST_IMAGE=rust:1-bookworm

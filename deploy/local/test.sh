@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one command that runs chit's whole test suite on this machine:
-# services first (deploy/local/ensure-services.sh), then formatting, build and
-# every test target of the workspace. Broker tests always run: if RabbitMQ or
+# services first (deploy/local/ensure-services.sh), then formatting, build,
+# every test target of the workspace and, for the whole suite, the
+# Dockerfile's release binary. Broker tests always run: if RabbitMQ or
 # PostgreSQL cannot be brought up, this fails instead of skipping them.
 #
 # Usage: deploy/local/test.sh [ARGS for cargo test...]
@@ -39,3 +40,12 @@ CHIT_BIN="$PWD/target/debug/chit" tests/wire/run.sh
 # the exit status is still non-zero.
 step "cargo test --locked --workspace --all-targets --no-fail-fast $*"
 cargo test --locked --workspace --all-targets --no-fail-fast "$@"
+
+# No Docker engine runs in CI: build the release binary the Dockerfile's
+# build stage builds, with the same command, so a change that breaks only
+# the optimised build fails here. Only for the whole suite (no arguments, as
+# .ci/run calls it): a run of one test does not wait for an optimised build.
+if [ "$#" -eq 0 ]; then
+    step "cargo build --release --locked --bin chit (the Dockerfile's binary)"
+    cargo build --release --locked --bin chit
+fi
