@@ -15,6 +15,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
+. "$here/subscribed.sh"
 out=$here/out/profile
 tasks=${PROFILE_TASKS:-50000}
 freq=${PROFILE_FREQ:-497}
@@ -49,12 +50,7 @@ sink=$!; pids+=("$sink")
 CHIT_LOG=warn "$bin/chit" worker --amqp-url "$url" --capability noop --concurrency 256 \
     --prefetch 512 2>"$out/worker.log" &
 worker=$!; pids+=("$worker")
-for _ in $(seq 1 100); do
-    rabbitmqctl -q list_consumers -p "$v" queue_name 2>/dev/null |
-        awk '$1 == "chit.task.noop" { t = 1 } $1 == "chit.sink.default" { s = 1 }
-             END { exit !(t && s) }' && break
-    sleep 0.1
-done
+wait_subscribed "$v"
 
 perfs=()
 for p in sink worker; do

@@ -26,6 +26,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
+. "$here/subscribed.sh"
 out=$here/out
 mkdir -p "$out"
 tasks=${BENCH_TASKS:-50000}
@@ -93,15 +94,8 @@ chit_run() {
     CHIT_LOG=warn "$bin/chit" worker --amqp-url "$url" --capability noop --concurrency "$conc" \
         --prefetch $((conc * 2 > 100 ? conc * 2 : 100)) 2>"$out/$v.worker.log" &
     local worker=$!
-    # The worker on the task queue and the sink on its receipts queue, both
-    # subscribed before the clock starts (they consume other queues too, so
-    # a count of consumers is not enough).
-    for _ in $(seq 1 100); do
-        rabbitmqctl -q list_consumers -p "$v" queue_name 2>/dev/null |
-            awk '$1 == "chit.task.noop" { t = 1 } $1 == "chit.sink.default" { s = 1 }
-                 END { exit !(t && s) }' && break
-        sleep 0.1
-    done
+    # Both subscribed before the clock starts.
+    wait_subscribed "$v"
     # CPU over the run: broker, worker and sink from /proc around the drive
     # (they are idle before it starts, and done when it returns); the drive
     # reports its own.

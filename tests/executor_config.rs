@@ -6,11 +6,9 @@
 mod executor_support;
 mod support;
 
-use executor_support::{
-    Rig, assert_refused, free_port, get_json, readyz_until, refuses_to_start, success,
-};
+use executor_support::{Rig, assert_refused, get_json, readyz_until, refuses_to_start, success};
 use serde_json::json;
-use support::chit;
+use support::{chit, free_port};
 
 /// Two executors of kind `command` with different policies, each serving
 /// its own capability.

@@ -39,8 +39,19 @@ pub struct Session {
     /// return always belongs to the publish that waits for it (lapin pairs a
     /// return with the next confirm to arrive on its channel).
     pub(crate) single: Mutex<Option<Channel>>,
+    /// Idle confirm-mode channels for pipelined publish passes
+    /// ([`crate::publish::take_pass_channel`]).
+    pub(crate) pass_channels: StdMutex<Vec<Channel>>,
     /// Position, in the link's URL list, of the broker it is connected to.
     pub(crate) address: usize,
+}
+
+impl Session {
+    /// The idle pass channels, for a session that replaces this one on the
+    /// same connection.
+    fn take_pass_channels(&self) -> Vec<Channel> {
+        std::mem::take(&mut *self.pass_channels.lock().expect("pass channels"))
+    }
 }
 
 /// Connection state, for logs and health checks.
@@ -268,6 +279,7 @@ impl BrokerLink {
                                     connection: s.connection.clone(),
                                     publisher,
                                     single: Mutex::new(None),
+                                    pass_channels: StdMutex::new(s.take_pass_channels()),
                                     address: s.address,
                                 });
                                 *current = Some(fresh.clone());
@@ -351,6 +363,7 @@ impl BrokerLink {
                     connection: s.connection.clone(),
                     publisher,
                     single: Mutex::new(None),
+                    pass_channels: StdMutex::new(s.take_pass_channels()),
                     address: s.address,
                 }));
                 close_channel_in_background(s.publisher.clone(), "renewed after a nack");
@@ -464,6 +477,7 @@ impl BrokerLink {
             connection: Arc::new(connection),
             publisher,
             single: Mutex::new(None),
+            pass_channels: StdMutex::default(),
             address,
         })
     }

@@ -121,10 +121,43 @@ pub async fn send(channel: &Channel, message: &Outgoing<'_>) -> Result<PendingCo
     })))
 }
 
-/// Opens a confirm-mode channel on `session` for a publisher that pipelines
-/// mandatory messages and sorts returns out by message id (the producer).
+/// Opens a confirm-mode channel on `session` for a publisher of its own
+/// (heartbeats, moving an old sink queue).
 pub async fn confirm_channel(session: &Session) -> Result<Channel, LinkError> {
     open_publisher(&session.connection).await
+}
+
+/// A confirm-mode channel of `session` for one pipelined pass of mandatory
+/// publishes alone (the producer's), which sorts returns out by message id.
+/// lapin pairs a `basic.return` with whichever confirm it handles next on a
+/// channel, so two passes at once on one channel could take each other's
+/// returns: each pass takes a channel of its own, an idle one when there
+/// is, and hands it back with [`give_back_pass_channel`].
+pub async fn take_pass_channel(session: &Session) -> Result<Channel, LinkError> {
+    loop {
+        let idle = session.pass_channels.lock().expect("pass channels").pop();
+        match idle {
+            Some(channel) if channel.status().connected() => return Ok(channel),
+            Some(_) => continue,
+            None => return open_publisher(&session.connection).await,
+        }
+    }
+}
+
+/// Hands back a pass's channel for the next pass, or closes it when the
+/// pass went wrong on it: a channel that nacked may nack every later
+/// message to the same quorum queue (see `BrokerLink::renew_publisher`),
+/// and one that lost a confirm may still receive it.
+pub fn give_back_pass_channel(session: &Session, channel: Channel, reusable: bool) {
+    if !reusable {
+        crate::link::close_channel_in_background(channel, "pass nacked or lost a confirm");
+    } else if channel.status().connected() {
+        session
+            .pass_channels
+            .lock()
+            .expect("pass channels")
+            .push(channel);
+    }
 }
 
 impl BrokerLink {

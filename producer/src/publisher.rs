@@ -101,10 +101,6 @@ struct Round {
 #[derive(Clone)]
 pub struct Producer {
     link: Arc<BrokerLink>,
-    /// Idle confirm channels for tasks, with the connection generation
-    /// each belongs to: a publish pass takes one for itself (see
-    /// [`Producer::take_channel`]).
-    idle_channels: Arc<std::sync::Mutex<Vec<(u64, Channel)>>>,
     receipts: Arc<OnceCell<ReceiptPublisher>>,
     replies: Arc<Replies>,
     config: ProducerConfig,
@@ -117,7 +113,6 @@ impl Producer {
         let link = BrokerLink::new(config.amqp_url.clone(), "chit-producer", Topology::core());
         Producer {
             link,
-            idle_channels: Arc::default(),
             receipts: Arc::default(),
             replies: Arc::default(),
             config,
@@ -141,41 +136,6 @@ impl Producer {
                 ReceiptPublisher::spawn(self.link.clone(), "producer", BatchConfig::default()).0
             })
             .await
-    }
-
-    /// A confirm-mode channel for one publish pass alone. lapin pairs a
-    /// `basic.return` with whichever confirm it handles next on a channel,
-    /// which [`PublishPass`] sorts out by message id within a pass; two
-    /// passes on one channel could take each other's returns. So passes
-    /// running at once (clones of a producer, a gateway's requests) each
-    /// get their own channel on the one connection, and hand it back with
-    /// [`Producer::return_channel`] for the next pass.
-    async fn take_channel(&self, session: &Session) -> Result<Channel, LinkError> {
-        loop {
-            let idle = self.idle_channels.lock().expect("idle channels").pop();
-            match idle {
-                Some((generation, ch))
-                    if generation == session.generation && ch.status().connected() =>
-                {
-                    return Ok(ch);
-                }
-                // Of an older connection, or closed: dropped.
-                Some(_) => continue,
-                None => return publish::confirm_channel(session).await,
-            }
-        }
-    }
-
-    /// Hands a channel back after a pass that ended well on it. A channel
-    /// that nacked is not handed back: it may nack every later message to
-    /// the same quorum queue (see `BrokerLink::renew_publisher`).
-    fn return_channel(&self, generation: u64, channel: Channel) {
-        if channel.status().connected() {
-            self.idle_channels
-                .lock()
-                .expect("idle channels")
-                .push((generation, channel));
-        }
     }
 
     /// Publishes one task and waits for its confirm and its queued receipt's.
@@ -262,7 +222,7 @@ impl Producer {
                     break;
                 }
             };
-            let channel = match self.take_channel(&session).await {
+            let channel = match publish::take_pass_channel(&session).await {
                 Ok(c) => c,
                 Err(_) => {
                     self.link.invalidate(session.generation).await;
@@ -321,10 +281,9 @@ impl Producer {
                     if took {
                         self.link.status().publish_went_through();
                     }
+                    publish::give_back_pass_channel(&session, channel, retry.is_empty() && !nacked);
                     if !retry.is_empty() {
                         self.link.invalidate(session.generation).await;
-                    } else if !nacked {
-                        self.return_channel(session.generation, channel);
                     }
                     todo = retry;
                 }
@@ -384,12 +343,7 @@ impl Producer {
                     pass.refuse(i, crate::pass::unroutable(cap));
                     continue;
                 }
-                Some(ms) => {
-                    let route = Topology::delay_route(cap, ms);
-                    if !routes.queues.contains(&route.queues[0]) {
-                        routes.merge(route);
-                    }
-                }
+                Some(ms) => routes.merge(Topology::delay_route(cap, ms)),
                 None => {}
             }
             kept.push(i);

@@ -125,15 +125,6 @@ pub fn output_file(path: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
-/// A port on 127.0.0.1 free a moment ago.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// GETs `url`, returning the status and the JSON body (`None` while the
 /// server is not up).
 pub async fn get_json(url: &str) -> Option<(u16, Value)> {

@@ -5,7 +5,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use crate::support::{ChildGuard, Vhost, chit, wait_for};
+use crate::support::{ChildGuard, Vhost, chit, free_port, wait_for};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -14,15 +14,6 @@ use std::time::Duration;
 
 /// Long enough for a slow, busy machine; every wait ends as soon as it can.
 pub const WAIT: Duration = Duration::from_secs(60);
-
-/// A port nothing listens on right now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// This repository's `deploy/observability/` directory.
 pub fn observability_dir() -> PathBuf {
