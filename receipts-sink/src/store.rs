@@ -1,7 +1,7 @@
 //! The receipt store: SQLite or PostgreSQL behind one [`Store`].
 //!
 //! Three tables (see `migrations/`): `receipts`, one row per receipt and never
-//! two for one `receipt_id`; `tasks`, a summary per task kept up to date by
+//! two for one (`task_id`, `receipt_id`); `tasks`, a summary per task kept up to date by
 //! order-independent upserts (see [`crate::task`]); and `quarantine`, input that
 //! could not be read as receipts. [`Store::write_batch`] writes a whole batch in
 //! one transaction with multi-row statements, so a redelivered batch is
@@ -387,7 +387,7 @@ pub(crate) struct QuarantineRow {
 }
 
 /// A batch in the shape the backends insert: receipts deduplicated and sorted
-/// by id, one task delta per task sorted by task id (a fixed lock order for
+/// by task and id, one task delta per task sorted by task id (a fixed lock order for
 /// concurrent writers), and quarantine records.
 pub(crate) struct Prepared<'a> {
     pub(crate) receipts: Vec<ReceiptRow<'a>>,
@@ -414,8 +414,10 @@ impl<'a> Prepared<'a> {
                 kept.push(r);
             }
         }
-        kept.sort_by(|a, b| a.receipt_id.cmp(&b.receipt_id));
-        kept.dedup_by(|a, b| a.receipt_id == b.receipt_id);
+        // In the receipts table's key order: a batch's rows go to adjacent
+        // places in its B-tree.
+        kept.sort_by(|a, b| (&a.task_id, &a.receipt_id).cmp(&(&b.task_id, &b.receipt_id)));
+        kept.dedup_by(|a, b| a.task_id == b.task_id && a.receipt_id == b.receipt_id);
         let rows: Vec<ReceiptRow<'a>> = kept.into_iter().map(ReceiptRow::new).collect();
         let tasks = task::aggregate(rows.iter().map(|r| (r.receipt, r.created_at.as_str())));
         quarantine.sort_by(|a, b| a.id.cmp(&b.id));

@@ -161,9 +161,12 @@ impl Loop {
             let shared = self.shared.clone();
             let served = self.served[i].clone();
             let leases = leases.clone();
-            self.tasks.spawn(async move {
-                attempt::run(shared, served, delivery, leases, permit).await;
-            });
+            // Boxed, so that spawning moves a pointer: the attempt's future
+            // is large, and tokio copied it into its task cell and back
+            // (memcpy was the worker's top symbol at saturation).
+            self.tasks.spawn(Box::pin(attempt::run(
+                shared, served, delivery, leases, permit,
+            )));
         }
     }
 

@@ -51,7 +51,7 @@ const INSERT_RECEIPTS: &str = "INSERT INTO receipts (receipt_id, task_id, task_t
      trace_id, span_id, stored_at) \
      SELECT u.*, $13 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
      $6::text[], $7::int8[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[]) AS u \
-     ON CONFLICT (receipt_id) DO NOTHING";
+     ON CONFLICT (task_id, receipt_id) DO NOTHING";
 
 /// The task upsert (see `store/upsert.rs`), rendered once.
 static UPSERT_TASKS: LazyLock<String> = LazyLock::new(|| upsert::postgres(&TaskDelta::TABLE));

@@ -271,7 +271,7 @@ pub(super) async fn write(
             INSERT_RECEIPTS,
             n,
             RECEIPT_COLUMNS,
-            " ON CONFLICT (receipt_id) DO NOTHING",
+            " ON CONFLICT (task_id, receipt_id) DO NOTHING",
         );
         let mut q = sqlx::query(AssertSqlSafe(sql));
         for row in chunk {

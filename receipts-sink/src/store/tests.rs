@@ -611,3 +611,128 @@ async fn sqlite_files_get_their_directory_and_errors_name_the_path() {
         "{err}"
     );
 }
+
+/// A receipt is its task's: a repeat (same task, same id), in one batch or a
+/// later one, is stored once, while another task's receipt that happens to
+/// carry the same id is a receipt of that task's chain, not a duplicate.
+async fn identity_scenario(store: &Store) {
+    let a = life("ta", t0());
+    let mut b = life("tb", t0());
+    b[0].receipt_id = a[0].receipt_id.clone();
+    let first = store.write_batch(&a, &[]).await.unwrap();
+    assert_eq!((first.inserted, first.duplicates), (6, 0));
+    let again = store.write_batch(&a[..2], &[]).await.unwrap();
+    assert_eq!((again.inserted, again.duplicates), (0, 2));
+    let other = store.write_batch(&b, &[]).await.unwrap();
+    assert_eq!((other.inserted, other.duplicates), (6, 0));
+    assert_eq!(store.counts().await.unwrap().receipts, 12);
+    let chain = store.receipts("tb").await.unwrap();
+    assert_eq!(chain.len(), 6);
+    assert!(chain.iter().all(|r| r.task_id == "tb"));
+    assert!(chain.iter().any(|r| r.receipt_id == a[0].receipt_id));
+}
+
+#[tokio::test]
+async fn sqlite_receipts_are_keyed_by_task_and_id() {
+    let (_dir, store) = sqlite_store().await;
+    identity_scenario(&store).await;
+}
+
+#[tokio::test]
+async fn postgres_receipts_are_keyed_by_task_and_id() {
+    let db = PgDb::create().await;
+    let store = Store::open(&db.url).await.unwrap();
+    identity_scenario(&store).await;
+    store.close().await;
+}
+
+/// A store written before migration 7 (receipts keyed by receipt_id, tasks
+/// with a rowid) keeps every receipt and task row when a newer sink opens
+/// it, and takes new receipts afterwards.
+#[tokio::test]
+async fn a_store_from_before_the_key_change_keeps_its_chains() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("old.db");
+    let url = format!("sqlite://{}", file.display());
+    {
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(
+                <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&url)
+                    .unwrap()
+                    .create_if_missing(true),
+            )
+            .await
+            .unwrap();
+        let mut old = sqlx::migrate::Migrator::new(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/migrations/sqlite"
+        )))
+        .await
+        .unwrap();
+        old.migrations = old
+            .migrations
+            .iter()
+            .filter(|m| m.version < 7)
+            .cloned()
+            .collect::<Vec<_>>()
+            .into();
+        old.run(&pool).await.unwrap();
+        let old_store = Store {
+            backend: Backend::Sqlite(pool.clone()),
+        };
+        // The old schema's insert names its key column alone: write rows
+        // the way that sink did.
+        for r in life("t-old", t0()) {
+            sqlx::query(
+                "INSERT INTO receipts (receipt_id, task_id, task_type, receipt_type, \
+                 parent_receipt_ids, worker_id, attempt, created_at, body, artifacts, stored_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            )
+            .bind(&r.receipt_id)
+            .bind(&r.task_id)
+            .bind(&r.task_type)
+            .bind(r.receipt_type.as_str())
+            .bind(serde_json::to_string(&r.parent_receipt_ids).unwrap())
+            .bind(&r.worker_id)
+            .bind(i64::from(r.attempt))
+            .bind(task::canonical_time(&r.created_at))
+            .bind(r.body.to_string())
+            .bind("[]")
+            .bind(task::canonical_time(&r.created_at))
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        sqlx::query(
+            "INSERT INTO tasks (task_id, task_type, state, attempts, first_seen, last_update, \
+             state_key) VALUES ('t-old', 'command.execute', 'succeeded', 2, $1, $1, 'k')",
+        )
+        .bind(task::canonical_time(&t0()))
+        .execute(&pool)
+        .await
+        .unwrap();
+        assert_eq!(old_store.counts().await.unwrap().receipts, 6);
+        pool.close().await;
+    }
+    let store = Store::open(&url).await.unwrap();
+    let counts = store.counts().await.unwrap();
+    assert_eq!((counts.receipts, counts.tasks), (6, 1));
+    assert_eq!(store.receipts("t-old").await.unwrap().len(), 6);
+    let stats = store.write_batch(&life("t-new", t0()), &[]).await.unwrap();
+    assert_eq!(stats.inserted, 6);
+    let repeat = store.write_batch(&life("t-old", t0()), &[]).await.unwrap();
+    assert_eq!(repeat.inserted, 0, "the old chain's receipts are known");
+    let tasks: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_schema WHERE type = 'table' AND name IN ('receipts', 'tasks') \
+         AND sql LIKE '%WITHOUT ROWID%'",
+    )
+    .fetch_all(match &store.backend {
+        Backend::Sqlite(p) => p,
+        Backend::Postgres(_) => unreachable!(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(tasks, ["tasks"]);
+    store.close().await;
+}
