@@ -13,8 +13,9 @@
 //! ```
 //!
 //! Prints one JSON line: tasks/s, CPU µs per task (this process: the
-//! caller and sqlx's SQLite thread) and the process's RSS at the end. The
-//! store should be new: the file is created.
+//! caller and sqlx's SQLite thread), the process's RSS at the end and how
+//! much the writes added to it. The store should be new: the file is
+//! created.
 
 use broker_topology::{Receipt, ReceiptType, TraceContext};
 use receipts_sink::Store;
@@ -113,6 +114,7 @@ async fn main() -> Result<(), String> {
     let mut next = chains.iter();
     let mut batch: Vec<Receipt> = Vec::with_capacity(args.batch);
     let mut batches = 0u64;
+    let rss0 = rss_mb();
     let cpu0 = cpu_secs();
     let t0 = Instant::now();
     loop {
@@ -159,6 +161,9 @@ async fn main() -> Result<(), String> {
             "tasks_per_sec": (args.tasks as f64 / secs).round(),
             "cpu_us_per_task": (cpu * 1e6 / args.tasks as f64 * 10.0).round() / 10.0,
             "rss_mb": (rss_mb() * 10.0).round() / 10.0,
+            // What the writes added: the store's caches and the allocator's
+            // keep, not the receipts made up front.
+            "rss_growth_mb": ((rss_mb() - rss0) * 10.0).round() / 10.0,
         })
     );
     store.close().await;
