@@ -17,7 +17,7 @@
 
 use broker_link::Declare;
 use broker_topology::{ContentType, ReceiptType, Topology, codec, names};
-use chit_bench::percentile;
+use chit_bench::{cpu_ticks, percentile, queue_depth};
 use clap::Parser;
 use futures_util::StreamExt;
 use lapin::options::*;
@@ -55,16 +55,6 @@ struct Args {
     /// and report the rate since this moment (milliseconds since the epoch).
     #[arg(long)]
     drain_since_unix_ms: Option<u64>,
-}
-
-/// utime + stime of this process, all its threads, in clock ticks.
-fn cpu_ticks() -> u64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").expect("read /proc/self/stat");
-    // Fields after the command, which is in parentheses and may hold spaces:
-    // state is field 3, utime 14 and stime 15.
-    let rest = &stat[stat.rfind(')').expect("a /proc stat line") + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
 }
 
 /// Publishes `tasks` noop tasks, 1,000 a call and four calls at once, and
@@ -291,18 +281,7 @@ async fn main() {
         let mut waiting = 0;
         while published < args.tasks {
             if chunks.len() < 4 {
-                waiting = depth
-                    .queue_declare(
-                        queue.as_str().into(),
-                        QueueDeclareOptions {
-                            passive: true,
-                            ..Default::default()
-                        },
-                        FieldTable::default(),
-                    )
-                    .await
-                    .expect("the task queue's depth")
-                    .message_count() as usize;
+                waiting = queue_depth(&depth, &queue).await;
             }
             if waiting >= args.window || chunks.len() >= 4 {
                 if let Some(results) = chunks.next().await {
@@ -310,7 +289,10 @@ async fn main() {
                         r.expect("publish");
                     }
                 } else {
-                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    // The window is full and nothing is in flight: ask the
+                    // broker again a little later, not in a tight loop that
+                    // would load the broker under test.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 continue;
             }

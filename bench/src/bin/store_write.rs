@@ -18,6 +18,7 @@
 //! created.
 
 use broker_topology::{Receipt, ReceiptType, TraceContext};
+use chit_bench::{TICKS_PER_SEC, cpu_ticks};
 use receipts_sink::Store;
 use serde_json::json;
 use std::collections::VecDeque;
@@ -58,37 +59,24 @@ fn chain(n: usize) -> [Receipt; 3] {
     let trace = TraceContext::new_root(true);
     let queued =
         Receipt::new(task.as_str(), "noop", ReceiptType::Queued, vec![], 1).with_trace(trace, true);
-    let accepted = Receipt::new(
-        task.as_str(),
-        "noop",
+    // A worker's receipt following `parent`.
+    let next = |t, parent: &Receipt, body| {
+        Receipt::new(task.as_str(), "noop", t, vec![parent.receipt_id.clone()], 1)
+            .with_worker("bench-worker-1")
+            .with_body(body)
+            .with_trace(trace, true)
+    };
+    let accepted = next(
         ReceiptType::Accepted,
-        vec![queued.receipt_id.clone()],
-        1,
-    )
-    .with_worker("bench-worker-1")
-    .with_body(json!({"delivery_count": 0, "redelivered": false}))
-    .with_trace(trace, true);
-    let success = Receipt::new(
-        task.as_str(),
-        "noop",
+        &queued,
+        json!({"delivery_count": 0, "redelivered": false}),
+    );
+    let success = next(
         ReceiptType::Success,
-        vec![accepted.receipt_id.clone()],
-        1,
-    )
-    .with_worker("bench-worker-1")
-    .with_body(json!({"result": {"n": n}, "duration_ms": 0}))
-    .with_trace(trace, true);
+        &accepted,
+        json!({"result": {"n": n}, "duration_ms": 0}),
+    );
     [queued, accepted, success]
-}
-
-/// CPU seconds this process has used (user + system), from `/proc`.
-fn cpu_secs() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, s)| s).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // Fields 14 and 15 of stat(5); `after` starts at field 3.
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn rss_mb() -> f64 {
@@ -115,7 +103,7 @@ async fn main() -> Result<(), String> {
     let mut batch: Vec<Receipt> = Vec::with_capacity(args.batch);
     let mut batches = 0u64;
     let rss0 = rss_mb();
-    let cpu0 = cpu_secs();
+    let cpu0 = cpu_ticks();
     let t0 = Instant::now();
     loop {
         batch.clear();
@@ -141,7 +129,7 @@ async fn main() -> Result<(), String> {
         batches += 1;
     }
     let secs = t0.elapsed().as_secs_f64();
-    let cpu = cpu_secs() - cpu0;
+    let cpu = (cpu_ticks() - cpu0) as f64 / TICKS_PER_SEC;
     let counts = store.counts().await.map_err(|e| e.to_string())?;
     if counts.receipts != 3 * args.tasks as u64 || counts.tasks != args.tasks as u64 {
         return Err(format!(

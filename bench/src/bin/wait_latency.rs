@@ -8,10 +8,8 @@
 
 use broker_link::Declare;
 use broker_topology::{Capability, Topology, names};
-use chit_bench::percentile;
+use chit_bench::{percentile, queue_depth};
 use clap::Parser;
-use lapin::options::QueueDeclareOptions;
-use lapin::types::FieldTable;
 use producer::{Producer, ProducerConfig, TaskSpec, WaitOutcome};
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -85,21 +83,7 @@ async fn main() {
     // Let the worker clear them, so the waits do not queue behind them.
     let ch = conn.create_channel().await.expect("channel");
     let queue = names::task_queue(&args.task_type);
-    loop {
-        let q = ch
-            .queue_declare(
-                queue.as_str().into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("the task queue");
-        if q.message_count() == 0 {
-            break;
-        }
+    while queue_depth(&ch, &queue).await > 0 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
