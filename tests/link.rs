@@ -97,3 +97,47 @@ async fn refused_credentials_are_fatal_and_named() {
         .unwrap_err();
     assert!(matches!(err, LinkError::Refused { .. }), "{err}");
 }
+
+/// chit asks for 32 KiB frames (lapin's buffers are 32 frames each way), so
+/// a receipt batch or a large task body travels in many frames and must
+/// arrive whole; a URL that sets `frame_max` keeps its own.
+#[tokio::test]
+async fn a_body_of_many_frames_arrives_whole() {
+    let vhost = Vhost::create();
+    let topology = Topology::for_capabilities(&[Capability::new("noop").unwrap()]);
+    let link = BrokerLink::new(vhost.url.clone(), "chit-test-frames", topology);
+    let session = link.session().await.unwrap();
+    assert_eq!(
+        session.connection.configuration().frame_max(),
+        broker_link::DEFAULT_FRAME_MAX
+    );
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let outcome = link
+        .publish_confirmed(
+            &Outgoing {
+                body: &body,
+                ..message(names::TASK_EXCHANGE, "noop")
+            },
+            Some(Instant::now() + Duration::from_secs(10)),
+        )
+        .await;
+    assert!(outcome.is_confirmed(), "{outcome:?}");
+
+    let conn = vhost.connect().await;
+    let channel = conn.create_channel().await.unwrap();
+    let got = channel
+        .basic_get(
+            names::task_queue("noop").as_str().into(),
+            lapin::options::BasicGetOptions { no_ack: true },
+        )
+        .await
+        .unwrap()
+        .expect("the message is in the queue");
+    assert!(got.delivery.data == body, "the body came back changed");
+    link.close().await;
+
+    let own = broker_link::connect(&format!("{}?frame_max=65536", vhost.url), "chit-test")
+        .await
+        .unwrap();
+    assert_eq!(own.configuration().frame_max(), 65_536);
+}

@@ -499,6 +499,34 @@ async fn shutdown_commits_and_acks_the_open_batch() {
     assert_eq!(ready_in_sink_queue(&conn).await, 0);
 }
 
+/// A batch that holds every message the prefetch allows is written at once:
+/// the broker sends no more until it is acked, so waiting for the batch's
+/// deadline would stall the sink for that long per prefetch of messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_every_prefetched_message_is_written_without_waiting() {
+    let vhost = Vhost::create();
+    let conn = declare(&vhost).await;
+    let file = sqlite_file();
+    let sink = start_sink(&vhost.url, &file.url, |c| {
+        c.batch_wait = Duration::from_secs(3600);
+        c.batch_size = 100_000;
+        c.prefetch = 4;
+    })
+    .await;
+    sink.wait_connected().await;
+    // 40 messages of one receipt: ten rounds of the prefetch.
+    let receipts = many(8);
+    publish(&conn, &receipts, 1).await;
+    let store = Store::open(&file.url).await.unwrap();
+    wait_for("every receipt to be stored", WAIT, || async {
+        (count(&store).await == receipts.len() as u64).then_some(())
+    })
+    .await;
+    assert_stored_exactly(&store, &receipts).await;
+    assert_eq!(ready_in_sink_queue(&conn).await, 0);
+    sink.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_on_one_postgres_store_no_duplicate_and_nothing_missing() {
     let vhost = Vhost::create();

@@ -9,7 +9,7 @@
 #   bench/sink/run.sh [RECEIPTS]        (default 100000)
 #
 # Environment: BROKER (127.0.0.1:5672), PGHOST (127.0.0.1), PGUSER (postgres),
-# STORES ("sqlite postgres"), and PER_MESSAGE, BATCH_SIZE, PREFETCH.
+# STORES ("sqlite postgres"), and PER_MESSAGE, BATCH_SIZE, PREFETCH (the sink's default, 128).
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."
@@ -20,7 +20,7 @@ PGUSER="${PGUSER:-postgres}"
 STORES="${STORES:-sqlite postgres}"
 PER_MESSAGE="${PER_MESSAGE:-50}"
 BATCH_SIZE="${BATCH_SIZE:-1000}"
-PREFETCH="${PREFETCH:-2000}"
+PREFETCH="${PREFETCH:-128}"
 RUN_ID="$(date +%s)-$$"
 TMP="$(mktemp -d)"
 VHOSTS=()

@@ -41,7 +41,9 @@ pub mod time;
 pub mod tls;
 pub mod trace_context;
 
-pub use connect::{Backoff, DEFAULT_AMQP_URL, connect, connect_with_tls, redact, split_urls};
+pub use connect::{
+    Backoff, DEFAULT_AMQP_URL, DEFAULT_FRAME_MAX, connect, connect_with_tls, redact, split_urls,
+};
 pub use declare::Declare;
 pub use error::{LinkError, NOT_FOUND};
 pub use link::{BrokerLink, LinkState, LinkStatus, Session};

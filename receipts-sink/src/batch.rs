@@ -91,6 +91,13 @@ impl Batch {
         !self.is_empty() && (self.len() >= size || self.deadline(wait).is_some_and(|d| d <= now))
     }
 
+    /// True when the batch holds every message a consumer with this prefetch
+    /// may have unacked: the broker sends no more until it is acked, so
+    /// waiting for its deadline would only stall (0 is no limit).
+    pub(crate) fn holds_all_credit(&self, prefetch: u16) -> bool {
+        prefetch > 0 && self.messages >= usize::from(prefetch)
+    }
+
     /// When the first message arrived.
     pub(crate) fn opened(&self) -> Option<Instant> {
         self.opened
@@ -140,5 +147,16 @@ mod tests {
         assert!(!b.is_ready(2, wait, Instant::now()));
         let later = b.opened().unwrap() + wait;
         assert!(b.is_ready(2, wait, later), "timed out");
+    }
+
+    #[test]
+    fn a_batch_of_every_prefetched_message_holds_all_credit() {
+        let mut b = Batch::default();
+        assert!(!b.holds_all_credit(2));
+        b.add(None, b"[]", None);
+        assert!(!b.holds_all_credit(2));
+        b.add(None, b"[]", None);
+        assert!(b.holds_all_credit(2));
+        assert!(!b.holds_all_credit(0), "prefetch 0 is unlimited");
     }
 }

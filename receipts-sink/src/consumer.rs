@@ -66,8 +66,10 @@ pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8700";
 pub const DEFAULT_BATCH_SIZE: usize = 1000;
 /// How long a batch stays open after its first message.
 pub const DEFAULT_BATCH_WAIT: Duration = Duration::from_millis(10);
-/// Unacked messages the broker may send ahead.
-pub const DEFAULT_PREFETCH: u16 = 2000;
+/// Unacked messages the broker may send ahead. Each holds up to 500
+/// receipts, so this bounds the deliveries a sink buffers to tens of MB; a
+/// batch that holds all of them is written at once, not at its deadline.
+pub const DEFAULT_PREFETCH: u16 = 128;
 /// The store used when none is configured.
 pub const DEFAULT_STORE_URL: &str = "sqlite://./chit-receipts.db";
 /// How often retention runs, when [`SinkConfig::retain`] is set.
@@ -396,7 +398,8 @@ impl Subscription {
                     Some(Ok(delivery)) => {
                         let ct = delivery.properties.content_type().as_ref().map(|c| c.as_str());
                         open.add(ct, &delivery.data, Some(delivery.acker));
-                        if open.len() >= batch_size && in_flight.is_none() {
+                        let closes = open.len() >= batch_size || open.holds_all_credit(config.prefetch);
+                        if closes && in_flight.is_none() {
                             in_flight = Some(start_write(store, status, &config.group, std::mem::take(&mut open)));
                         }
                     }

@@ -23,7 +23,7 @@ pub struct SinkArgs {
     /// Milliseconds a batch stays open at most [default: 10]
     #[arg(long)]
     batch_wait_ms: Option<u64>,
-    /// Messages the broker may push ahead [default: 2000]
+    /// Messages the broker may push ahead [default: 128]
     #[arg(long)]
     prefetch: Option<u16>,
     /// Sink group. Every group gets every receipt; the sinks of one group

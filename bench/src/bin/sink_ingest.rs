@@ -11,7 +11,7 @@
 //! ```text
 //! cargo run --release -p chit-bench --bin sink_ingest -- \
 //!     --amqp-url amqp://guest:guest@127.0.0.1:5672/bench --store sqlite:///tmp/bench.db \
-//!     [--receipts 100000] [--per-message 50] [--batch-size 1000] [--prefetch 2000]
+//!     [--receipts 100000] [--per-message 50] [--batch-size 1000] [--prefetch 128]
 //! ```
 //!
 //! The store should be empty: the bench waits until it holds N receipts.
