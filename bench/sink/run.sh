@@ -9,7 +9,7 @@
 #   bench/sink/run.sh [RECEIPTS]        (default 100000)
 #
 # Environment: BROKER (127.0.0.1:5672), PGHOST (127.0.0.1), PGUSER (postgres),
-# STORES ("sqlite postgres"), and PER_MESSAGE, BATCH_SIZE, PREFETCH (the sink's default, 128).
+# STORES ("sqlite postgres"), and PER_MESSAGE, BATCH_SIZE, PREFETCH (unset: the sink's own default).
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."
@@ -20,7 +20,9 @@ PGUSER="${PGUSER:-postgres}"
 STORES="${STORES:-sqlite postgres}"
 PER_MESSAGE="${PER_MESSAGE:-50}"
 BATCH_SIZE="${BATCH_SIZE:-1000}"
-PREFETCH="${PREFETCH:-128}"
+# The sink's own default prefetch unless PREFETCH is set, so this never drifts from it.
+prefetch_arg=()
+[ -n "${PREFETCH:-}" ] && prefetch_arg=(--prefetch "$PREFETCH")
 RUN_ID="$(date +%s)-$$"
 TMP="$(mktemp -d)"
 VHOSTS=()
@@ -55,6 +57,6 @@ for store in $STORES; do
         *) echo "unknown store $store" >&2; exit 2 ;;
     esac
     "$BIN" --amqp-url "amqp://guest:guest@$BROKER/$vhost" --store "$url" --receipts "$N" \
-        --per-message "$PER_MESSAGE" --batch-size "$BATCH_SIZE" --prefetch "$PREFETCH" \
+        --per-message "$PER_MESSAGE" --batch-size "$BATCH_SIZE" "${prefetch_arg[@]}" \
         | tee -a bench/out/sink.jsonl
 done
