@@ -13,7 +13,7 @@
 //! then starts a new trace.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 /// A 16-byte trace id: the same in every span and receipt of one trace.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -56,6 +56,14 @@ macro_rules! hex_id {
                 }
             }
 
+            /// The lower-case hex form, on the stack.
+            fn hex(&self) -> [u8; 2 * $len] {
+                let mut out = [0u8; 2 * $len];
+                // Cannot fail: `out` is exactly twice the id's length.
+                let _ = hex::encode_to_slice(self.0, &mut out);
+                out
+            }
+
             /// Reads the lower- or upper-case hex form; `None` for another
             /// length, a non-hex digit, or all zeros.
             pub fn parse(hex: &str) -> Option<Self> {
@@ -73,10 +81,7 @@ macro_rules! hex_id {
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                for b in self.0 {
-                    write!(f, "{b:02x}")?;
-                }
-                Ok(())
+                f.write_str(hex_str(&self.hex()))
             }
         }
 
@@ -88,7 +93,7 @@ macro_rules! hex_id {
 
         impl Serialize for $name {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.collect_str(self)
+                s.serialize_str(hex_str(&self.hex()))
             }
         }
 
@@ -110,6 +115,11 @@ macro_rules! hex_id {
 
 hex_id!(TraceId, 16, "trace_id");
 hex_id!(SpanId, 8, "span_id");
+
+/// Hex digits as text; they are ASCII.
+fn hex_str(digits: &[u8]) -> &str {
+    std::str::from_utf8(digits).unwrap_or_default()
+}
 
 fn nibble(c: u8) -> Option<u8> {
     match c {
@@ -156,7 +166,9 @@ impl TraceContext {
 
     /// The `traceparent` header for this context (version `00`).
     pub fn traceparent(&self) -> String {
-        self.to_string()
+        let mut s = String::with_capacity(55);
+        let _ = write!(s, "{self}");
+        s
     }
 
     /// The same trace, continued from another span.
@@ -168,13 +180,11 @@ impl TraceContext {
 impl fmt::Display for TraceContext {
     /// The `traceparent` form.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "00-{}-{}-{:02x}",
-            self.trace_id,
-            self.span_id,
-            u8::from(self.sampled)
-        )
+        f.write_str("00-")?;
+        f.write_str(hex_str(&self.trace_id.hex()))?;
+        f.write_char('-')?;
+        f.write_str(hex_str(&self.span_id.hex()))?;
+        f.write_str(if self.sampled { "-01" } else { "-00" })
     }
 }
 
