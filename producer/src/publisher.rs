@@ -22,7 +22,7 @@ use crate::error::{PublishError, PublishErrorKind};
 use crate::pass::{PublishPass, Recorded};
 use crate::reply::Replies;
 use crate::task::TaskSpec;
-use broker_link::publish::{self, Outgoing, PendingConfirm};
+use broker_link::publish::{self, Outgoing};
 use broker_link::trace_context;
 use broker_link::{BatchConfig, BrokerLink, LinkError, PublishOutcome, ReceiptPublisher, Session};
 use broker_topology::{Receipt, TaskEnvelope, Topology, TraceContext, names};
@@ -390,37 +390,48 @@ impl Producer {
                 if let Some(queue) = reply_to.filter(|_| pending.wants_reply) {
                     properties = properties.with_reply_to(queue.into());
                 }
+                let body = task.body.clone();
                 let span = publish_span(&task.envelope);
-                let trace = trace_context::of(&span);
-                let message = Outgoing {
-                    exchange: &exchange,
-                    routing_key: &routing_key,
-                    body: &task.body,
-                    properties,
-                    mandatory: true,
-                };
-                let sent = publish::send(channel, &message)
-                    .instrument(span.clone())
-                    .await;
-                if let Some(trace) = trace {
+                if let Some(trace) = trace_context::of(&span) {
                     pass.mark_traced(i, trace);
                 }
-                match sent {
-                    Ok(pending) => {
-                        let pending: PendingConfirm = pending;
-                        in_flight.push(async move { (i, pending.await) }.instrument(span));
+                // Not awaited here: lapin resolves a publish once the I/O
+                // loop has written its frames, so awaiting each in turn
+                // woke that thread and this task once per message. Polled
+                // together, they reach the I/O loop as one run of frames.
+                // lapin takes a publish's confirm tag and queues its frames
+                // in one poll, so each confirm still matches its message.
+                in_flight.push(
+                    async move {
+                        let message = Outgoing {
+                            exchange: &exchange,
+                            routing_key: &routing_key,
+                            body: &body,
+                            properties,
+                            mandatory: true,
+                        };
+                        match publish::send(channel, &message).await {
+                            Ok(pending) => (i, Ok(pending.await)),
+                            Err(e) => (i, Err(e)),
+                        }
                     }
-                    Err(_) => {
-                        broken = true;
-                        retry.push(i);
-                    }
-                }
+                    .instrument(span),
+                );
                 continue;
             }
-            let Some((i, outcome)) = in_flight.next().await else {
+            let Some((i, sent)) = in_flight.next().await else {
                 break;
             };
-            let outcome: PublishOutcome = outcome;
+            let outcome: PublishOutcome = match sent {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    // The channel broke: this task and every later one go
+                    // again on the next connection.
+                    broken = true;
+                    retry.push(i);
+                    continue;
+                }
+            };
             match &outcome {
                 PublishOutcome::Confirmed | PublishOutcome::Returned { .. } => took = true,
                 PublishOutcome::Nacked => nacked = true,
