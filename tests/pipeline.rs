@@ -239,6 +239,73 @@ async fn unroutable_task_type_is_an_error_naming_it() {
     );
 }
 
+/// One pass pipelines hundreds of publishes, some of them returned by the
+/// broker: each task gets its own outcome, the queue holds exactly the tasks
+/// that were taken, and only those get a `queued` receipt.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pass_mixing_routable_and_returned_tasks_gives_each_task_its_own_outcome() {
+    let (vhost, tap, producer) = setup().await;
+    let specs: Vec<_> = (0..600)
+        .map(|i| {
+            let task_type = if i % 7 == 3 {
+                "no.such.capability"
+            } else {
+                "command.execute"
+            };
+            TaskSpec::json(task_type, &json!({"command": format!("echo {i}")})).unwrap()
+        })
+        .collect();
+    let asked: Vec<(String, bool)> = specs
+        .iter()
+        .map(|s| (s.task_id().to_owned(), s.envelope.task_type == "command.execute"))
+        .collect();
+    let results = producer.publish_many(specs, |_| {}).await;
+    assert_eq!(results.len(), asked.len());
+    let mut taken = HashSet::new();
+    for ((task_id, routable), result) in asked.iter().zip(results) {
+        match result {
+            Ok(published) => {
+                assert!(routable, "{task_id} has no queue, yet was taken");
+                assert_eq!(&published.task_id, task_id);
+                taken.insert(published.task_id);
+            }
+            Err(e) => {
+                assert!(!routable, "{task_id} has a queue, yet: {e:?}");
+                assert!(
+                    matches!(e.kind(), producer::PublishErrorKind::Unroutable { .. }),
+                    "{task_id}: {e:?}"
+                );
+            }
+        }
+    }
+    let routable = asked.iter().filter(|(_, r)| *r).count();
+    assert_eq!(taken.len(), routable);
+
+    let conn = vhost.connect().await;
+    let ch = conn.create_channel().await.unwrap();
+    let queue = names::task_queue("command.execute");
+    let mut in_queue = HashSet::new();
+    while let Some(m) = ch
+        .basic_get(queue.as_str().into(), lapin::options::BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+    {
+        let id = m.delivery.properties.message_id().as_ref().unwrap().to_string();
+        assert!(in_queue.insert(id), "a task is in the queue twice");
+    }
+    assert_eq!(in_queue, taken, "the queue holds other tasks than those taken");
+
+    let queued = wait_for("a queued receipt for every task taken", WAIT, || {
+        let ids: HashSet<String> = of_type(&tap.all(), ReceiptType::Queued)
+            .into_iter()
+            .map(|r| r.task_id)
+            .collect();
+        async move { (ids.len() >= routable).then_some(ids) }
+    })
+    .await;
+    assert_eq!(queued, taken, "queued receipts for other tasks than those taken");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn jsonl_bulk_publish_reports_bad_lines_and_exits_nonzero() {
     let (vhost, tap, _producer) = setup().await;

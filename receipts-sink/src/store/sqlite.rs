@@ -22,15 +22,6 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 /// How long a statement waits for another connection's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The page size of a new store file. A batch dirties the last pages of
-/// each B-tree it appends to; with 16 KiB pages that is a quarter as many
-/// WAL frames (each written with its own header) and shallower trees, and
-/// the store's write path took 15% less CPU per task than at SQLite's
-/// default of 4 KiB (`bench/src/bin/store_write.rs`, docs/benchmarks.md).
-/// A file keeps the size it was made with: SQLite cannot change it in WAL
-/// mode.
-const PAGE_SIZE: u32 = 16384;
-
 /// SQLite's default `SQLITE_MAX_VARIABLE_NUMBER`.
 const MAX_PARAMS: usize = 32766;
 
@@ -146,7 +137,6 @@ async fn connect(url: &str) -> Result<SqlitePool, SinkError> {
             reason: e.to_string(),
         })?
         .create_if_missing(true)
-        .page_size(PAGE_SIZE)
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(BUSY_TIMEOUT);
     let in_memory = url.contains(":memory:") || url.contains("mode=memory");
@@ -429,53 +419,5 @@ mod tests {
             let header = std::fs::read(&file).unwrap();
             assert_eq!(header[18..20], [2, 2], "round {round}: not in WAL mode");
         }
-    }
-
-    /// The page size, bytes 16 and 17 of the file's header (big-endian).
-    fn page_size_of(file: &Path) -> u32 {
-        let header = std::fs::read(file).unwrap();
-        u32::from(u16::from_be_bytes([header[16], header[17]]))
-    }
-
-    #[tokio::test]
-    async fn a_new_store_has_pages_of_page_size_and_an_old_one_keeps_its_own() {
-        let dir = tempfile::tempdir().unwrap();
-        let new = dir.path().join("new.db");
-        open(&format!("sqlite://{}", new.display()))
-            .await
-            .unwrap()
-            .close()
-            .await;
-        assert_eq!(page_size_of(&new), PAGE_SIZE);
-
-        // A store made before chit chose a page size: SQLite's 4 KiB, WAL.
-        let old = dir.path().join("old.db");
-        let url = format!("sqlite://{}", old.display());
-        let made = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(
-                SqliteConnectOptions::from_str(&url)
-                    .unwrap()
-                    .create_if_missing(true)
-                    .page_size(4096)
-                    .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal),
-            )
-            .await
-            .unwrap();
-        sqlx::query("CREATE TABLE before_chit (x INTEGER)")
-            .execute(&made)
-            .await
-            .unwrap();
-        made.close().await;
-        let pool = open(&url).await.unwrap();
-        let tables: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM sqlite_master WHERE name IN ('receipts', 'tasks', 'before_chit')",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        pool.close().await;
-        assert_eq!(tables, 3, "the old file was not migrated");
-        assert_eq!(page_size_of(&old), 4096);
     }
 }
