@@ -257,7 +257,12 @@ async fn a_pass_mixing_routable_and_returned_tasks_gives_each_task_its_own_outco
         .collect();
     let asked: Vec<(String, bool)> = specs
         .iter()
-        .map(|s| (s.task_id().to_owned(), s.envelope.task_type == "command.execute"))
+        .map(|s| {
+            (
+                s.task_id().to_owned(),
+                s.envelope.task_type == "command.execute",
+            )
+        })
         .collect();
     let results = producer.publish_many(specs, |_| {}).await;
     assert_eq!(results.len(), asked.len());
@@ -286,14 +291,26 @@ async fn a_pass_mixing_routable_and_returned_tasks_gives_each_task_its_own_outco
     let queue = names::task_queue("command.execute");
     let mut in_queue = HashSet::new();
     while let Some(m) = ch
-        .basic_get(queue.as_str().into(), lapin::options::BasicGetOptions { no_ack: true })
+        .basic_get(
+            queue.as_str().into(),
+            lapin::options::BasicGetOptions { no_ack: true },
+        )
         .await
         .unwrap()
     {
-        let id = m.delivery.properties.message_id().as_ref().unwrap().to_string();
+        let id = m
+            .delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .unwrap()
+            .to_string();
         assert!(in_queue.insert(id), "a task is in the queue twice");
     }
-    assert_eq!(in_queue, taken, "the queue holds other tasks than those taken");
+    assert_eq!(
+        in_queue, taken,
+        "the queue holds other tasks than those taken"
+    );
 
     let queued = wait_for("a queued receipt for every task taken", WAIT, || {
         let ids: HashSet<String> = of_type(&tap.all(), ReceiptType::Queued)
@@ -303,7 +320,10 @@ async fn a_pass_mixing_routable_and_returned_tasks_gives_each_task_its_own_outco
         async move { (ids.len() >= routable).then_some(ids) }
     })
     .await;
-    assert_eq!(queued, taken, "queued receipts for other tasks than those taken");
+    assert_eq!(
+        queued, taken,
+        "queued receipts for other tasks than those taken"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
