@@ -274,35 +274,7 @@ impl Store {
     ) -> Result<Page, SinkError> {
         let limit = limit.clamp(1, MAX_PAGE_SIZE);
         let after = cursor.map(decode_cursor).transpose()?;
-        let mut sql = String::from(
-            "SELECT task_id, task_type, state, attempts, first_seen, last_update, worker_id, \
-             last_error FROM tasks WHERE TRUE",
-        );
-        let mut binds: Vec<String> = Vec::new();
-        let mut param = |value: String| {
-            binds.push(value);
-            format!("${}", binds.len())
-        };
-        if let Some(state) = filter.state {
-            let p = param(state.as_str().to_owned());
-            sql.push_str(&format!(" AND state = {p}"));
-        }
-        if let Some(task_type) = &filter.task_type {
-            let p = param(task_type.clone());
-            sql.push_str(&format!(" AND task_type = {p}"));
-        }
-        if let Some((last_update, task_id)) = after {
-            let t = param(last_update);
-            let id = param(task_id);
-            sql.push_str(&format!(
-                " AND (last_update < {t} OR (last_update = {t} AND task_id > {id}))"
-            ));
-        }
-        // One more than asked, to know whether there is a next page.
-        sql.push_str(&format!(
-            " ORDER BY last_update DESC, task_id LIMIT {}",
-            limit + 1
-        ));
+        let (sql, binds) = list_sql(filter, after, limit);
         let mut tasks: Vec<TaskRow> = on_pool!(self, pool => {
             let mut q = sqlx::query(AssertSqlSafe(sql));
             for b in &binds {
@@ -354,6 +326,45 @@ impl Store {
     pub async fn close(&self) {
         on_pool!(self, pool => pool.close().await)
     }
+}
+
+/// The listing query for one page of `limit` tasks (one more is asked for,
+/// to know whether a next page exists) after the cursor's `(last_update,
+/// task_id)`, and its parameters in order.
+pub(crate) fn list_sql(
+    filter: &TaskFilter,
+    after: Option<(String, String)>,
+    limit: u32,
+) -> (String, Vec<String>) {
+    let mut sql = String::from(
+        "SELECT task_id, task_type, state, attempts, first_seen, last_update, worker_id, \
+         last_error FROM tasks WHERE TRUE",
+    );
+    let mut binds: Vec<String> = Vec::new();
+    let mut param = |value: String| {
+        binds.push(value);
+        format!("${}", binds.len())
+    };
+    if let Some(state) = filter.state {
+        let p = param(state.as_str().to_owned());
+        sql.push_str(&format!(" AND state = {p}"));
+    }
+    if let Some(task_type) = &filter.task_type {
+        let p = param(task_type.clone());
+        sql.push_str(&format!(" AND task_type = {p}"));
+    }
+    if let Some((last_update, task_id)) = after {
+        let t = param(last_update);
+        let id = param(task_id);
+        sql.push_str(&format!(
+            " AND (last_update < {t} OR (last_update = {t} AND task_id > {id}))"
+        ));
+    }
+    sql.push_str(&format!(
+        " ORDER BY last_update DESC, task_id LIMIT {}",
+        limit + 1
+    ));
+    (sql, binds)
 }
 
 const TASK_SQL: &str = "SELECT task_id, task_type, state, attempts, first_seen, last_update, \

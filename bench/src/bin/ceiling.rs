@@ -1,6 +1,13 @@
 //! The raw AMQP ceiling: one bare lapin publisher and one consumer on one
 //! queue, at the same time. Persistent messages, pipelined publisher confirms,
 //! manual acks (one per message). Prints `{"ceiling_msgs_per_sec": ...}`.
+//!
+//! With `--floor publish` or `--floor consume` it measures instead what a bare
+//! lapin client costs this process per message, in the patterns chit's own
+//! clients use: publishing `--messages` persistent messages with pipelined
+//! confirms, or consuming as many (published first) with one `multiple` ack
+//! per 64 deliveries. It prints `{"floor": ..., "cpu_us_per_msg": ...}`: the
+//! least a producer or a worker built on lapin can spend per task here.
 
 use clap::Parser;
 use futures_util::StreamExt;
@@ -35,6 +42,13 @@ struct Args {
     /// report publish-to-delivery latency (the broker's share of chit's latency).
     #[arg(long)]
     latency_at_rate: Option<f64>,
+    /// Instead of the ceiling, this process's CPU per message to `publish`
+    /// or to `consume` `--messages` messages.
+    #[arg(long, value_parser = ["publish", "consume"])]
+    floor: Option<String>,
+    /// Messages for `--floor`.
+    #[arg(long, default_value_t = 100_000)]
+    messages: u64,
 }
 
 #[tokio::main]
@@ -72,6 +86,9 @@ async fn main() {
 
     if let Some(rate) = args.latency_at_rate {
         return latency(&args, &queue, ch, con_conn, rate).await;
+    }
+    if let Some(role) = &args.floor {
+        return floor(&args, role, &queue, ch, con_conn).await;
     }
     let consumed = Arc::new(AtomicU64::new(0));
     let cch = con_conn.create_channel().await.unwrap();
@@ -135,6 +152,87 @@ async fn main() {
     println!(
         "{}",
         serde_json::json!({"ceiling_msgs_per_sec": rate.round(), "queue_type": args.queue_type, "seconds": args.seconds})
+    );
+}
+
+/// A bare client's CPU per message: `publish` times the publishing of
+/// `--messages` messages; `consume` first publishes them, then times their
+/// consumption. Only the timed part's CPU is counted.
+async fn floor(args: &Args, role: &str, queue: &str, ch: lapin::Channel, con_conn: Connection) {
+    let n = args.messages;
+    // As chit's producer does: each publish pushed into the in-flight set
+    // unawaited, so one poll of the set queues many messages' frames.
+    let publish = async {
+        let body = vec![b'x'; args.size];
+        let props = BasicProperties::default().with_delivery_mode(2);
+        let (ch, body, props) = (&ch, &body, &props);
+        let mut in_flight = FuturesUnordered::new();
+        for _ in 0..n {
+            in_flight.push(async move {
+                ch.basic_publish(
+                    "".into(),
+                    queue.into(),
+                    BasicPublishOptions::default(),
+                    body,
+                    props.clone(),
+                )
+                .await?
+                .await
+            });
+            while in_flight.len() >= args.window {
+                assert!(in_flight.next().await.unwrap().expect("confirm").is_ack());
+            }
+        }
+        while let Some(c) = in_flight.next().await {
+            assert!(c.expect("confirm").is_ack());
+        }
+    };
+    let (ticks, secs) = if role == "publish" {
+        let (c0, t0) = (chit_bench::cpu_ticks(), Instant::now());
+        publish.await;
+        (chit_bench::cpu_ticks() - c0, t0.elapsed().as_secs_f64())
+    } else {
+        publish.await;
+        let cch = con_conn.create_channel().await.unwrap();
+        cch.basic_qos(args.prefetch, BasicQosOptions::default())
+            .await
+            .unwrap();
+        let (c0, t0) = (chit_bench::cpu_ticks(), Instant::now());
+        let mut consumer = cch
+            .basic_consume(
+                queue.into(),
+                "floor".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let mut seen = 0;
+        while seen < n {
+            let d = consumer
+                .next()
+                .await
+                .expect("consumer open")
+                .expect("delivery");
+            seen += 1;
+            if seen % 64 == 0 || seen == n {
+                d.acker
+                    .ack(BasicAckOptions { multiple: true })
+                    .await
+                    .expect("ack");
+            }
+        }
+        (chit_bench::cpu_ticks() - c0, t0.elapsed().as_secs_f64())
+    };
+    println!(
+        "{}",
+        serde_json::json!({
+            "floor": role,
+            "queue_type": args.queue_type,
+            "messages": n,
+            "msgs_per_sec": (n as f64 / secs).round(),
+            "cpu_us_per_msg": (ticks as f64 / chit_bench::TICKS_PER_SEC * 1e6 / n as f64 * 10.0).round() / 10.0,
+        })
     );
 }
 

@@ -374,6 +374,22 @@ async fn pagination_scenario(store: &Store) {
             .all(|t| t.state == TaskState::Succeeded && t.task_type == "even")
     );
 
+    // A state alone.
+    for (state, n) in [(TaskState::Succeeded, 14), (TaskState::Queued, 26)] {
+        let listed = walk(TaskFilter {
+            state: Some(state),
+            task_type: None,
+        })
+        .await;
+        assert_eq!(listed.len(), n, "{state}");
+        assert!(listed.iter().all(|t| t.state == state), "{state}");
+        let in_order = listed.windows(2).all(|w| {
+            (w[1].last_update < w[0].last_update)
+                || (w[1].last_update == w[0].last_update && w[1].task_id > w[0].task_id)
+        });
+        assert!(in_order, "{state}: not newest first");
+    }
+
     // An exactly full last page has no next cursor.
     let page = store
         .list_tasks(&TaskFilter::default(), 40, None)
@@ -388,6 +404,61 @@ async fn pagination_scenario(store: &Store) {
             .unwrap_err();
         assert!(matches!(err, SinkError::BadCursor(_)), "{err}");
     }
+}
+
+/// Every listing the API can ask of SQLite walks an index in the listing's
+/// order and stops at the page's end: no scan of the whole table and no
+/// sort of all matches, which on a store of millions of tasks would take
+/// seconds. A state filter goes through the state index.
+#[tokio::test]
+async fn sqlite_listings_walk_an_index_in_order() {
+    let (_dir, store) = sqlite_store().await;
+    let Backend::Sqlite(pool) = &store.backend else {
+        unreachable!("a SQLite store")
+    };
+    let cursor = Some(("2026-01-01T00:00:00.000000000Z".to_owned(), "t".to_owned()));
+    let states = std::iter::once(None).chain(TaskState::ALL.into_iter().map(Some));
+    for state in states {
+        for task_type in [None, Some("noop".to_owned())] {
+            for after in [None, cursor.clone()] {
+                let filter = TaskFilter {
+                    state,
+                    task_type: task_type.clone(),
+                };
+                let (sql, binds) = super::list_sql(&filter, after, 50);
+                let mut q = sqlx::query_as::<_, (i64, i64, i64, String)>(AssertSqlSafe(format!(
+                    "EXPLAIN QUERY PLAN {sql}"
+                )));
+                for b in &binds {
+                    q = q.bind(b.as_str());
+                }
+                let plan: Vec<String> = q
+                    .fetch_all(pool)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|(_, _, _, detail)| detail)
+                    .collect();
+                let said = format!("{filter:?}: {plan:?}");
+                assert!(
+                    plan.iter().all(|d| !d.contains("TEMP B-TREE")),
+                    "sorts every match: {said}"
+                );
+                assert!(
+                    plan.iter()
+                        .all(|d| !d.starts_with("SCAN") || d.contains("USING INDEX")),
+                    "reads the whole table: {said}"
+                );
+                if state.is_some() && task_type.is_none() {
+                    assert!(
+                        plan.iter().any(|d| d.contains("tasks_state_recent")),
+                        "not through the state index: {said}"
+                    );
+                }
+            }
+        }
+    }
+    store.close().await;
 }
 
 #[tokio::test]
